@@ -1,0 +1,36 @@
+//! The core of Tributary: everything about events and logs that does not depend on how
+//! they are stored or served. No HTTP and no SQL live here.
+//!
+//! # Layout
+//! - [`event`]: the event model ([`Event`], [`NewEvent`], [`Appended`], [`Timestamp`]) and
+//!   the validation of what producers send.
+//! - [`topic`]: topic names and NATS-style patterns (`*` one token, `>` the rest).
+//! - [`filter`]: which events a reader wants ([`Filter`]), shared by streams, history and
+//!   every backend's queries.
+//! - [`log`]: the [`Log`] trait every backend implements, and [`ReadQuery`].
+//! - [`memory`]: [`MemoryLog`], the in-memory backend (tests, embedding).
+//! - [`encode`]: the one place an event becomes JSON and an SSE frame.
+//! - [`tail`]: [`Tail`], the shared in-memory window of recent events, each encoded once.
+//! - [`stream`]: [`EventStream`], history up to the head and then live, with no gap and no
+//!   duplicate at the switch.
+//! - [`error`]: [`LogError`] and [`ValidationError`].
+
+pub mod encode;
+pub mod error;
+pub mod event;
+pub mod filter;
+pub mod log;
+pub mod memory;
+pub mod stream;
+pub mod tail;
+pub mod topic;
+
+pub use encode::Encoded;
+pub use error::{LogError, ValidationError};
+pub use event::{Appended, Args, Event, NewEvent, Position, Timestamp};
+pub use filter::Filter;
+pub use log::{Log, ReadQuery, TopicInfo};
+pub use memory::MemoryLog;
+pub use stream::{EventStream, StreamItem, StreamOptions};
+pub use tail::{Tail, TailConfig};
+pub use topic::{Topic, TopicPattern};

@@ -1,0 +1,185 @@
+//! [`MemoryLog`]: the log kept in memory. It has the same semantics as the durable
+//! backends (the conformance suite runs against it too) but forgets everything when
+//! dropped. For tests and for embedding where durability is not wanted.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::error::{LogError, ValidationError};
+use crate::event::{Appended, Event, NewEvent, Position, Timestamp, new_event_id};
+use crate::log::{Log, ReadQuery, TopicInfo};
+use crate::topic::Topic;
+
+#[derive(Default)]
+struct State {
+    /// `events[i]` has position `i + 1`.
+    events: Vec<Event>,
+    topics: HashMap<Topic, TopicInfo>,
+    ids: HashMap<String, Appended>,
+    last_timestamp: Timestamp,
+    closed: bool,
+}
+
+pub struct MemoryLog {
+    state: Mutex<State>,
+    head: watch::Sender<Position>,
+}
+
+impl Default for MemoryLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryLog {
+    pub fn new() -> Self {
+        MemoryLog {
+            state: Mutex::new(State::default()),
+            head: watch::Sender::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl Log for MemoryLog {
+    async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<Appended>, LogError> {
+        if batch.is_empty() {
+            return Err(ValidationError::EmptyBatch.into());
+        }
+        for e in &batch {
+            e.validate()?;
+        }
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(LogError::Closed);
+        }
+        // Plan the whole batch against a scratch view first, so that a conflict leaves
+        // the state untouched (atomicity).
+        let mut heads: HashMap<&Topic, u64> = HashMap::new();
+        let mut batch_ids: HashMap<&str, Appended> = HashMap::new();
+        let mut next_position = st.events.len() as Position + 1;
+        let mut planned = Vec::with_capacity(batch.len());
+        for (index, e) in batch.iter().enumerate() {
+            if let Some(id) = e.id.as_deref() {
+                if let Some(orig) = st.ids.get(id).or_else(|| batch_ids.get(id)) {
+                    planned.push(Appended {
+                        duplicate: true,
+                        ..*orig
+                    });
+                    continue;
+                }
+            }
+            let head = *heads
+                .entry(&e.topic)
+                .or_insert_with(|| st.topics.get(&e.topic).map_or(0, |t| t.head_seq));
+            if let Some(expected) = e.expected_seq {
+                if expected != head {
+                    return Err(LogError::SeqConflict {
+                        topic: e.topic.to_string(),
+                        expected,
+                        head,
+                        index,
+                    });
+                }
+            }
+            let appended = Appended {
+                position: next_position,
+                seq: head + 1,
+                duplicate: false,
+            };
+            next_position += 1;
+            heads.insert(&e.topic, head + 1);
+            if let Some(id) = e.id.as_deref() {
+                batch_ids.insert(id, appended);
+            }
+            planned.push(appended);
+        }
+        // Timestamps never go backwards, so that time and position order agree.
+        let timestamp = Timestamp::now().max(st.last_timestamp);
+        st.last_timestamp = timestamp;
+        for (e, a) in batch.into_iter().zip(&planned) {
+            if a.duplicate {
+                continue;
+            }
+            let id = e.id.unwrap_or_else(new_event_id);
+            st.ids.insert(id.clone(), *a);
+            let info = st
+                .topics
+                .entry(e.topic.clone())
+                .or_insert_with(|| TopicInfo {
+                    topic: e.topic.clone(),
+                    head_seq: 0,
+                    event_count: 0,
+                    last_position: 0,
+                });
+            info.head_seq = a.seq;
+            info.event_count += 1;
+            info.last_position = a.position;
+            st.events.push(Event {
+                position: a.position,
+                topic: e.topic,
+                seq: a.seq,
+                name: e.name,
+                args: e.args,
+                id,
+                client_id: e.client_id,
+                session_id: e.session_id,
+                timestamp,
+            });
+        }
+        let head = st.events.len() as Position;
+        drop(st);
+        self.head.send_if_modified(|h| {
+            let moved = *h != head;
+            *h = head;
+            moved
+        });
+        Ok(planned)
+    }
+
+    async fn read(&self, q: ReadQuery<'_>) -> Result<Vec<Event>, LogError> {
+        let st = self.state.lock();
+        let up_to = q.up_to.min(st.events.len() as Position);
+        if q.after >= up_to {
+            return Ok(Vec::new());
+        }
+        Ok(st.events[q.after as usize..up_to as usize]
+            .iter()
+            .filter(|e| q.filter.matches(e))
+            .take(q.limit)
+            .cloned()
+            .collect())
+    }
+
+    fn head(&self) -> watch::Receiver<Position> {
+        self.head.subscribe()
+    }
+
+    async fn position_before(&self, time: Timestamp) -> Result<Position, LogError> {
+        let st = self.state.lock();
+        Ok(st.events.partition_point(|e| e.timestamp < time) as Position)
+    }
+
+    async fn topics(&self) -> Result<Vec<TopicInfo>, LogError> {
+        let st = self.state.lock();
+        let mut topics: Vec<TopicInfo> = st.topics.values().cloned().collect();
+        topics.sort_by(|a, b| a.topic.cmp(&b.topic));
+        Ok(topics)
+    }
+
+    async fn check_writable(&self) -> Result<(), LogError> {
+        if self.state.lock().closed {
+            Err(LogError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn close(&self) -> Result<(), LogError> {
+        self.state.lock().closed = true;
+        Ok(())
+    }
+}
