@@ -58,10 +58,7 @@ pub async fn append_assigns_dense_positions_and_seqs(log: Arc<dyn Log>) {
 pub async fn batch_is_atomic_on_seq_conflict(log: Arc<dyn Log>) {
     log.append(vec![ev("a", "x"), ev("a", "x")]).await.unwrap();
     let err = log
-        .append(vec![
-            ev("b", "fine"),
-            ev("a", "stale").with_expected_seq(1),
-        ])
+        .append(vec![ev("b", "fine"), ev("a", "stale").with_expected_seq(1)])
         .await
         .unwrap_err();
     match err {
@@ -76,8 +73,18 @@ pub async fn batch_is_atomic_on_seq_conflict(log: Arc<dyn Log>) {
         other => panic!("expected a seq conflict, got {other:?}"),
     }
     assert_eq!(*log.head().borrow(), 2);
-    assert_eq!(all_events(&log).await.len(), 2, "nothing of the batch stored");
-    assert!(log.topics().await.unwrap().iter().all(|t| t.topic.as_str() != "b"));
+    assert_eq!(
+        all_events(&log).await.len(),
+        2,
+        "nothing of the batch stored"
+    );
+    assert!(
+        log.topics()
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.topic.as_str() != "b")
+    );
     // The next append gets the next position: the failed batch burnt none.
     let r = log.append(vec![ev("b", "x")]).await.unwrap();
     assert_eq!((r[0].position, r[0].seq), (3, 1));
@@ -102,7 +109,10 @@ pub async fn expected_seq_at_head_is_accepted(log: Arc<dyn Log>) {
         .append(vec![ev("t", "x").with_expected_seq(0)])
         .await
         .unwrap_err();
-    assert!(matches!(err, LogError::SeqConflict { head: 3, .. }), "{err:?}");
+    assert!(
+        matches!(err, LogError::SeqConflict { head: 3, .. }),
+        "{err:?}"
+    );
 }
 
 pub async fn duplicate_ids_answer_the_original(log: Arc<dyn Log>) {
@@ -140,7 +150,10 @@ pub async fn missing_ids_are_generated_and_unique(log: Arc<dyn Log>) {
 
 pub async fn invalid_batches_are_refused_and_change_nothing(log: Arc<dyn Log>) {
     let err = log.append(vec![]).await.unwrap_err();
-    assert!(matches!(err, LogError::Invalid(ValidationError::EmptyBatch)));
+    assert!(matches!(
+        err,
+        LogError::Invalid(ValidationError::EmptyBatch)
+    ));
     let mut bad = ev("t", "x");
     bad.name = String::new();
     let err = log.append(vec![ev("t", "x"), bad]).await.unwrap_err();
@@ -323,12 +336,19 @@ pub async fn concurrent_appends_stay_dense(log: Arc<dyn Log>) {
     let mut per_topic: std::collections::HashMap<String, Vec<u64>> = Default::default();
     let mut last_ts = Timestamp::from_millis(0);
     for e in &events {
-        per_topic.entry(e.topic.to_string()).or_default().push(e.seq);
+        per_topic
+            .entry(e.topic.to_string())
+            .or_default()
+            .push(e.seq);
         assert!(e.timestamp >= last_ts, "timestamps follow positions");
         last_ts = e.timestamp;
     }
     for (t, seqs) in per_topic {
-        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "topic {t}");
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "topic {t}"
+        );
     }
 }
 
@@ -343,9 +363,13 @@ pub async fn closed_log_refuses_appends(log: Arc<dyn Log>) {
 }
 
 pub async fn stream_switches_from_history_to_live_without_gap(log: Arc<dyn Log>) {
-    log.append((0..50).map(|i| ev(if i % 2 == 0 { "a" } else { "b" }, "x")).collect())
-        .await
-        .unwrap();
+    log.append(
+        (0..50)
+            .map(|i| ev(if i % 2 == 0 { "a" } else { "b" }, "x"))
+            .collect(),
+    )
+    .await
+    .unwrap();
     let tail = Tail::spawn(
         Arc::clone(&log),
         TailConfig {

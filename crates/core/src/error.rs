@@ -14,10 +14,7 @@ pub enum ValidationError {
         reason: &'static str,
     },
     #[error("invalid {field}: {reason}")]
-    Field {
-        field: &'static str,
-        reason: String,
-    },
+    Field { field: &'static str, reason: String },
     #[error("an append needs at least one event")]
     EmptyBatch,
 }
@@ -27,7 +24,9 @@ pub enum ValidationError {
 #[non_exhaustive]
 pub enum LogError {
     /// `expected_seq` did not match the topic's head; nothing of the batch was stored.
-    #[error("topic {topic} is at seq {head}, not the expected {expected} (event {index} of the batch)")]
+    #[error(
+        "topic {topic} is at seq {head}, not the expected {expected} (event {index} of the batch)"
+    )]
     SeqConflict {
         topic: String,
         expected: u64,

@@ -64,7 +64,7 @@ impl Filter {
 
     pub fn matches(&self, event: &Event) -> bool {
         (self.topics.is_empty() || self.topics.iter().any(|p| p.matches(event.topic.as_str())))
-            && (self.names.is_empty() || self.names.iter().any(|n| *n == event.name))
+            && (self.names.is_empty() || self.names.contains(&event.name))
             && (self.client_ids.is_empty()
                 || event
                     .client_id

@@ -63,27 +63,26 @@ impl Log for MemoryLog {
         let mut next_position = st.events.len() as Position + 1;
         let mut planned = Vec::with_capacity(batch.len());
         for (index, e) in batch.iter().enumerate() {
-            if let Some(id) = e.id.as_deref() {
-                if let Some(orig) = st.ids.get(id).or_else(|| batch_ids.get(id)) {
-                    planned.push(Appended {
-                        duplicate: true,
-                        ..*orig
-                    });
-                    continue;
-                }
+            if let Some(orig) =
+                e.id.as_deref()
+                    .and_then(|id| st.ids.get(id).or_else(|| batch_ids.get(id)))
+            {
+                planned.push(Appended {
+                    duplicate: true,
+                    ..*orig
+                });
+                continue;
             }
             let head = *heads
                 .entry(&e.topic)
                 .or_insert_with(|| st.topics.get(&e.topic).map_or(0, |t| t.head_seq));
-            if let Some(expected) = e.expected_seq {
-                if expected != head {
-                    return Err(LogError::SeqConflict {
-                        topic: e.topic.to_string(),
-                        expected,
-                        head,
-                        index,
-                    });
-                }
+            if let Some(expected) = e.expected_seq.filter(|&x| x != head) {
+                return Err(LogError::SeqConflict {
+                    topic: e.topic.to_string(),
+                    expected,
+                    head,
+                    index,
+                });
             }
             let appended = Appended {
                 position: next_position,

@@ -51,7 +51,9 @@ impl Default for StreamOptions {
 pub enum StreamItem {
     Event(Arc<Encoded>),
     /// History is done up to `position`; what follows is live.
-    CaughtUp { position: Position },
+    CaughtUp {
+        position: Position,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -180,7 +180,10 @@ async fn feed(tail: std::sync::Weak<Tail>, mut log_head: watch::Receiver<Positio
             match t.log.read(query).await {
                 Ok(page) if !page.is_empty() => {
                     at = page.last().map_or(at, |e| e.position);
-                    let encoded = page.into_iter().map(|e| Arc::new(Encoded::new(e))).collect();
+                    let encoded = page
+                        .into_iter()
+                        .map(|e| Arc::new(Encoded::new(e)))
+                        .collect();
                     t.push(encoded);
                 }
                 Ok(_) => {

@@ -186,7 +186,10 @@ fn run(
         assert!(
             tokio::time::timeout(Duration::from_millis(20), stream.next())
                 .await
-                .map_or(true, |item| matches!(item, Some(Ok(StreamItem::CaughtUp { .. })))),
+                .map_or(true, |item| matches!(
+                    item,
+                    Some(Ok(StreamItem::CaughtUp { .. }))
+                )),
             "no extra event"
         );
         if let Some(boundary) = caught_up {

@@ -1,1 +1,191 @@
-//! placeholder
+//! Tributary's SQLite backend: [`SqliteLog`], a durable [`Log`] in one file.
+//!
+//! # Layout
+//! - [`options`]: [`SqliteOptions`] and [`Synchronous`], what `open` can be told.
+//! - `connection`: opening connections, the pragmas (WAL, `synchronous`, busy timeout)
+//!   and the `topic_match` SQL function.
+//! - `migrate`: the schema, versioned in `PRAGMA user_version`, and why it looks so.
+//! - `writer`: the writer thread, its group commit, and the [`WriterStats`] it counts.
+//! - `read`: the reader pool, the read queries and the translation of filters to SQL.
+//! - `error`: SQLite errors as [`LogError::Storage`].
+//!
+//! # Why it is built this way
+//! - **One writer, group commit.** SQLite allows one writer at a time, and with
+//!   `synchronous=full` each commit costs an fsync. So one thread owns the only
+//!   read-write connection and commits every append waiting in its queue in one
+//!   transaction: under load, one fsync serves many appends.
+//! - **A savepoint per append.** Appends that share a transaction must not share a fate:
+//!   one refused for a stale `expected_seq` rolls back to its savepoint, the others
+//!   commit, and no position is burnt.
+//! - **A reader pool.** WAL lets readers run beside the writer; reads use their own
+//!   read-only connections on blocking threads and never queue behind appends. The
+//!   head moves only after a commit, so everything up to it is readable.
+
+pub mod options;
+
+mod connection;
+mod error;
+mod migrate;
+mod read;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+use tributary_core::{
+    Appended, Event, Log, LogError, NewEvent, Position, ReadQuery, Timestamp, TopicInfo,
+    ValidationError,
+};
+
+pub use options::{ParseSynchronousError, SqliteOptions, Synchronous};
+pub use writer::WriterStats;
+
+use crate::error::storage;
+use crate::read::ReaderPool;
+use crate::writer::{AppendRequest, Command, Counters, Writer};
+
+/// Append requests that may wait for the writer before `append` itself waits: enough to
+/// fill big groups, bounded so that a stalled disk pushes back on producers.
+const QUEUE_DEPTH: usize = 4096;
+
+/// A [`Log`] stored in a SQLite database file (WAL mode).
+pub struct SqliteLog {
+    /// `None` once closed. Appends clone it; the writer stops when every clone is gone.
+    commands: Mutex<Option<mpsc::Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: ReaderPool,
+    head: Arc<watch::Sender<Position>>,
+    counters: Arc<Counters>,
+}
+
+impl SqliteLog {
+    /// Opens (creating if missing, with its parent directories) the database at `path`,
+    /// brings its schema up to date and starts the writer thread.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteLog, LogError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(storage("creating the sqlite database's directory"))?;
+        }
+        let mut conn = connection::open_writer(path, options.synchronous)?;
+        migrate::migrate(&mut conn)?;
+        connection::optimize(&conn)?;
+        let head = read::head_position(&conn).map_err(storage("reading the head position"))?;
+        // Readers after the writer: the file, its WAL and the schema exist by now.
+        let readers = ReaderPool::open(path.to_owned(), options.readers)?;
+        let head = Arc::new(watch::Sender::new(head));
+        let counters = Arc::new(Counters::default());
+        let (commands, queue) = mpsc::channel(QUEUE_DEPTH);
+        let writer = Writer {
+            conn,
+            commands: queue,
+            head: Arc::clone(&head),
+            counters: Arc::clone(&counters),
+            max_batch_events: options.max_batch_events.max(1),
+        }
+        .spawn()
+        .map_err(storage("starting the sqlite writer thread"))?;
+        Ok(SqliteLog {
+            commands: Mutex::new(Some(commands)),
+            writer: Mutex::new(Some(writer)),
+            readers,
+            head,
+            counters,
+        })
+    }
+
+    /// What the writer has done so far; cheap, for metrics.
+    pub fn stats(&self) -> WriterStats {
+        self.counters.snapshot()
+    }
+
+    /// A handle on the writer's queue, or [`LogError::Closed`].
+    fn sender(&self) -> Result<mpsc::Sender<Command>, LogError> {
+        self.commands.lock().clone().ok_or(LogError::Closed)
+    }
+
+    /// Sends `command` and waits for its answer. A writer that went away without
+    /// answering was closed under us, or died.
+    async fn ask<T>(
+        &self,
+        command: Command,
+        answer: oneshot::Receiver<Result<T, LogError>>,
+    ) -> Result<T, LogError> {
+        self.sender()?
+            .send(command)
+            .await
+            .map_err(|_| self.writer_gone())?;
+        answer.await.map_err(|_| self.writer_gone())?
+    }
+
+    fn writer_gone(&self) -> LogError {
+        if self.commands.lock().is_none() {
+            LogError::Closed
+        } else {
+            LogError::storage("the sqlite writer thread", "stopped unexpectedly")
+        }
+    }
+}
+
+#[async_trait]
+impl Log for SqliteLog {
+    async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<Appended>, LogError> {
+        // Validation needs no database: refuse here, before taking a place in a group.
+        if batch.is_empty() {
+            return Err(ValidationError::EmptyBatch.into());
+        }
+        for event in &batch {
+            event.validate()?;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.ask(Command::Append(AppendRequest { batch, reply }), answer)
+            .await
+    }
+
+    async fn read(&self, query: ReadQuery<'_>) -> Result<Vec<Event>, LogError> {
+        if query.after >= query.up_to || query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let select = read::select_events(&query);
+        self.readers
+            .run("reading events", move |conn| select.run(conn))
+            .await
+    }
+
+    fn head(&self) -> watch::Receiver<Position> {
+        self.head.subscribe()
+    }
+
+    async fn position_before(&self, time: Timestamp) -> Result<Position, LogError> {
+        self.readers
+            .run("finding a position by time", move |conn| {
+                read::position_before(conn, time)
+            })
+            .await
+    }
+
+    async fn topics(&self) -> Result<Vec<TopicInfo>, LogError> {
+        self.readers.run("listing topics", read::topics).await
+    }
+
+    async fn check_writable(&self) -> Result<(), LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Command::CheckWritable(reply), answer).await
+    }
+
+    async fn close(&self) -> Result<(), LogError> {
+        // Dropping our sender lets the writer drain what is queued (and what appends in
+        // flight still send with their clones), then stop.
+        drop(self.commands.lock().take());
+        let Some(writer) = self.writer.lock().take() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .map_err(storage("waiting for the sqlite writer to stop"))?
+            .map_err(|_| LogError::storage("the sqlite writer thread", "panicked"))
+    }
+}

@@ -1,0 +1,84 @@
+//! The schema and its migrations. The version lives in `PRAGMA user_version`; migration
+//! `i` of [`MIGRATIONS`] takes the database from version `i` to `i + 1`.
+//!
+//! Why the schema looks this way:
+//! - `position INTEGER PRIMARY KEY` is the rowid: reads are keyset range scans of the
+//!   table itself, and `MAX(position)` is one b-tree descent.
+//! - `parent_seq` is not stored: it is always `seq - 1`.
+//! - `timestamp` is INTEGER milliseconds and never decreases with position, so the
+//!   `(timestamp)` index (which ends in the rowid) answers "last position before t" with
+//!   one reverse seek.
+//! - One index per filter field, each ending in `position`, so a filtered page is a range
+//!   scan in position order.
+//! - `topics` keeps each topic's head, count and last position, updated in the append
+//!   transaction: `expected_seq` checks and topic listings never scan events.
+
+use rusqlite::{Connection, TransactionBehavior};
+use tributary_core::LogError;
+
+use crate::error::storage;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: events and topics.
+    "CREATE TABLE events (
+        position   INTEGER PRIMARY KEY,
+        topic      TEXT    NOT NULL,
+        seq        INTEGER NOT NULL,
+        name       TEXT    NOT NULL,
+        args       TEXT    NOT NULL,
+        id         TEXT    NOT NULL UNIQUE,
+        client_id  TEXT,
+        session_id TEXT,
+        timestamp  INTEGER NOT NULL,
+        UNIQUE (topic, seq)
+    ) STRICT;
+    CREATE INDEX events_topic      ON events (topic, position);
+    CREATE INDEX events_name       ON events (name, position);
+    CREATE INDEX events_client_id  ON events (client_id, position);
+    CREATE INDEX events_session_id ON events (session_id, position);
+    CREATE INDEX events_timestamp  ON events (timestamp);
+    CREATE TABLE topics (
+        name          TEXT    PRIMARY KEY,
+        head_seq      INTEGER NOT NULL,
+        event_count   INTEGER NOT NULL,
+        last_position INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;",
+];
+
+/// The schema version this build writes.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database up to [`SCHEMA_VERSION`], each step in its own transaction.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), LogError> {
+    loop {
+        // IMMEDIATE takes the write lock before reading the version, so two processes
+        // opening the same new file cannot both run a step.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(storage("starting a schema migration"))?;
+        let version: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(storage("reading the schema version"))?;
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let Some(step) = usize::try_from(version)
+            .ok()
+            .and_then(|v| MIGRATIONS.get(v))
+        else {
+            return Err(LogError::storage(
+                "reading the schema version",
+                format!(
+                    "the database is at schema version {version}, this build knows up to {SCHEMA_VERSION}"
+                ),
+            ));
+        };
+        tx.execute_batch(step)
+            .map_err(storage("applying a schema migration"))?;
+        tx.pragma_update(None, "user_version", version + 1)
+            .map_err(storage("recording the schema version"))?;
+        tx.commit()
+            .map_err(storage("committing a schema migration"))?;
+        tracing::info!(version = version + 1, "migrated the sqlite schema");
+    }
+}

@@ -1,0 +1,336 @@
+//! The writer thread: the only code that writes, on the only read-write connection.
+//!
+//! Appends arrive on a channel. The thread takes every request waiting (up to
+//! `max_batch_events` events) and runs them in ONE transaction, each request inside its
+//! own savepoint, then commits once: one fsync for the whole group instead of one per
+//! append, which is what makes durable appends fast under concurrency. A request that
+//! is refused (an `expected_seq` conflict) rolls back to its savepoint, touching neither
+//! the other requests nor the position counter, so positions stay gapless.
+//!
+//! Only after the commit does the thread move the head and answer the requests: a caller
+//! never hears "stored" before the data is durable, and a reader that sees the head
+//! move finds every position up to it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot, watch};
+use tributary_core::event::new_event_id;
+use tributary_core::{Appended, LogError, NewEvent, Position, Timestamp, Topic};
+
+use crate::error::{shared_storage, storage};
+
+/// What the writer thread is asked to do.
+pub(crate) enum Command {
+    Append(AppendRequest),
+    /// Answers whether a write transaction can start now (readiness checks).
+    CheckWritable(oneshot::Sender<Result<(), LogError>>),
+}
+
+pub(crate) struct AppendRequest {
+    /// Already validated by the caller: non-empty, every event's fields checked.
+    pub(crate) batch: Vec<NewEvent>,
+    pub(crate) reply: oneshot::Sender<Result<Vec<Appended>, LogError>>,
+}
+
+/// Counters of the writer's work, for metrics such as the mean group-commit size
+/// (`events / commits`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions committed (each is one fsync with `synchronous=full`).
+    pub commits: u64,
+    /// Append requests answered by those commits, successful or refused.
+    pub requests: u64,
+    /// Events stored (duplicates and refused requests not counted).
+    pub events: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    commits: AtomicU64,
+    requests: AtomicU64,
+    events: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) head: Arc<watch::Sender<Position>>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) max_batch_events: usize,
+}
+
+/// What one request of a group came to. The outer error of [`apply`] aborts the whole
+/// group; this inner one refuses only its request.
+type Outcome = Result<Vec<Appended>, LogError>;
+
+impl Writer {
+    pub(crate) fn spawn(self) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("tributary-sqlite-writer".into())
+            .spawn(move || self.run())
+    }
+
+    /// Runs until every sender is gone and the queue is drained: closing the log drops
+    /// its sender, so appends queued before the close still complete.
+    fn run(mut self) {
+        let mut next = None;
+        loop {
+            let command = match next.take() {
+                Some(command) => command,
+                None => match self.commands.blocking_recv() {
+                    Some(command) => command,
+                    None => break,
+                },
+            };
+            match command {
+                Command::CheckWritable(reply) => {
+                    let _ = reply.send(self.check_writable());
+                }
+                Command::Append(first) => {
+                    let mut events = first.batch.len();
+                    let mut group = vec![first];
+                    while events < self.max_batch_events {
+                        match self.commands.try_recv() {
+                            Ok(Command::Append(request))
+                                if events + request.batch.len() <= self.max_batch_events =>
+                            {
+                                events += request.batch.len();
+                                group.push(request);
+                            }
+                            // Too big for this group, or not an append: it goes first next.
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit_group(group);
+                }
+            }
+        }
+        // SQLite's advice for a long-lived connection: refresh planner statistics when
+        // closing it. Failing here loses nothing stored.
+        if let Err(e) = crate::connection::optimize(&self.conn) {
+            tracing::warn!(error = %e, "sqlite optimize on close failed");
+        }
+        tracing::debug!("sqlite writer stopped");
+    }
+
+    /// Takes the write lock and gives it back: fails when the file cannot be written
+    /// (read-only, locked by another process beyond the busy timeout).
+    fn check_writable(&mut self) -> Result<(), LogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(storage("taking the sqlite write lock"))?;
+        tx.rollback()
+            .map_err(storage("releasing the sqlite write lock"))
+    }
+
+    fn commit_group(&mut self, group: Vec<AppendRequest>) {
+        let (batches, replies): (Vec<_>, Vec<_>) =
+            group.into_iter().map(|r| (r.batch, r.reply)).unzip();
+        let requests = replies.len() as u64;
+        match self.run_group(batches) {
+            Ok((outcomes, stored, head)) => {
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .requests
+                    .fetch_add(requests, Ordering::Relaxed);
+                self.counters.events.fetch_add(stored, Ordering::Relaxed);
+                // Head before answers: a caller that got its position back must see the
+                // head at or past it.
+                self.head.send_if_modified(|h| {
+                    let moved = head > *h;
+                    *h = (*h).max(head);
+                    moved
+                });
+                tracing::trace!(requests, stored, head, "group committed");
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // The caller may have stopped waiting; its events are stored anyway.
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                // The transaction rolled back: nothing of the group is stored, and every
+                // request hears so.
+                tracing::error!(error = %e, requests, "sqlite group commit failed");
+                let e = Arc::new(e);
+                for reply in replies {
+                    let _ = reply.send(Err(shared_storage("appending to the sqlite log", &e)));
+                }
+            }
+        }
+    }
+
+    /// One transaction for the whole group. Returns each request's outcome, how many
+    /// events were stored, and the new head.
+    fn run_group(
+        &mut self,
+        batches: Vec<Vec<NewEvent>>,
+    ) -> rusqlite::Result<(Vec<Outcome>, u64, Position)> {
+        let mut tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Read inside the write lock rather than cached in memory: the file is the truth,
+        // even if something else wrote to it since the last group.
+        let (last_position, last_timestamp) = tx
+            .prepare_cached(
+                "SELECT position, timestamp FROM events ORDER BY position DESC LIMIT 1",
+            )?
+            .query_row([], |row| Ok((row.get::<_, u64>(0)?, row.get::<_, i64>(1)?)))
+            .optional()?
+            .unwrap_or((0, i64::MIN));
+        // Timestamps never go backwards (a clock step back), so time and position order
+        // agree and position_before can seek by time.
+        let timestamp = Timestamp::now().max(Timestamp::from_millis(last_timestamp));
+        let mut next_position = last_position + 1;
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let mut savepoint = tx.savepoint_with_name("request")?;
+            let start = next_position;
+            match apply(&savepoint, batch, &mut next_position, timestamp)? {
+                Ok(appended) => {
+                    savepoint.commit()?;
+                    outcomes.push(Ok(appended));
+                }
+                Err(refused) => {
+                    savepoint.rollback()?;
+                    savepoint.commit()?;
+                    next_position = start;
+                    outcomes.push(Err(refused));
+                }
+            }
+        }
+        tx.commit()?;
+        let head = next_position - 1;
+        Ok((outcomes, head - last_position, head))
+    }
+}
+
+/// A topic's head as this request moves it.
+struct TopicHead {
+    head_seq: u64,
+    added: u64,
+    last_position: Position,
+}
+
+/// One request, inside its savepoint, with the semantics of the `Log::append` doc: per
+/// event, a known id answers the original; else a wrong `expected_seq` refuses the whole
+/// request; else the event is stored at the next position and seq.
+fn apply(
+    conn: &Connection,
+    batch: Vec<NewEvent>,
+    next_position: &mut Position,
+    timestamp: Timestamp,
+) -> rusqlite::Result<Outcome> {
+    let mut find_id = conn.prepare_cached("SELECT position, seq FROM events WHERE id = ?1")?;
+    let mut find_head = conn.prepare_cached("SELECT head_seq FROM topics WHERE name = ?1")?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (position, topic, seq, name, args, id, client_id, session_id, timestamp)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let mut heads: HashMap<Topic, TopicHead> = HashMap::new();
+    let mut appended = Vec::with_capacity(batch.len());
+    for (index, event) in batch.into_iter().enumerate() {
+        // Ids stored earlier in this request are already in the table, so one lookup
+        // covers both "stored before" and "earlier in the same batch".
+        if let Some(id) = event.id.as_deref()
+            && let Some((position, seq)) = find_id
+                .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?
+        {
+            appended.push(Appended {
+                position,
+                seq,
+                duplicate: true,
+            });
+            continue;
+        }
+        let head = match heads.get(&event.topic) {
+            Some(topic) => topic.head_seq,
+            None => {
+                let head_seq = find_head
+                    .query_row([event.topic.as_str()], |row| row.get(0))
+                    .optional()?
+                    .unwrap_or(0);
+                heads.insert(
+                    event.topic.clone(),
+                    TopicHead {
+                        head_seq,
+                        added: 0,
+                        last_position: 0,
+                    },
+                );
+                head_seq
+            }
+        };
+        if let Some(expected) = event.expected_seq
+            && expected != head
+        {
+            return Ok(Err(LogError::SeqConflict {
+                topic: event.topic.into_string(),
+                expected,
+                head,
+                index,
+            }));
+        }
+        let position = *next_position;
+        let seq = head + 1;
+        let id = event.id.unwrap_or_else(new_event_id);
+        insert.execute(params![
+            position,
+            event.topic.as_str(),
+            seq,
+            event.name,
+            event.args.as_json(),
+            id,
+            event.client_id,
+            event.session_id,
+            timestamp.as_millis(),
+        ])?;
+        *next_position += 1;
+        if let Some(topic) = heads.get_mut(&event.topic) {
+            topic.head_seq = seq;
+            topic.added += 1;
+            topic.last_position = position;
+        }
+        appended.push(Appended {
+            position,
+            seq,
+            duplicate: false,
+        });
+    }
+    // One upsert per topic per request rather than per event.
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO topics (name, head_seq, event_count, last_position) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET
+             head_seq = excluded.head_seq,
+             event_count = event_count + excluded.event_count,
+             last_position = excluded.last_position",
+    )?;
+    for (topic, head) in heads.iter().filter(|(_, h)| h.added > 0) {
+        upsert.execute(params![
+            topic.as_str(),
+            head.head_seq,
+            head.added,
+            head.last_position
+        ])?;
+    }
+    Ok(Ok(appended))
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the SQLite backend: the shared conformance suite, plus what only
+//! a durable, group-committing backend has to show.
+
+mod sqlite {
+    pub mod common;
+    mod conformance;
+    mod filters;
+    mod group_commit;
+    mod reopen;
+}
