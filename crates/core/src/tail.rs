@@ -135,17 +135,22 @@ impl Tail {
         (ring.entries.len(), ring.bytes)
     }
 
-    fn push(&self, batch: Vec<Arc<Encoded>>) {
-        let Some(last) = batch.last().map(|e| e.event.position) else {
-            return;
-        };
-        {
+    /// Appends entries that continue the ring and returns the new head. An entry that does
+    /// not continue it stops the push: a log that hands out positions out of order breaks
+    /// the one promise the tail relies on, and serving a gap would be worse than waiting.
+    fn push(&self, batch: Vec<Arc<Encoded>>) -> Position {
+        let head = {
             let mut ring = self.ring.write();
             for entry in batch {
-                debug_assert_eq!(
-                    entry.event.position,
-                    ring.first + ring.entries.len() as Position
-                );
+                let expected = ring.first + ring.entries.len() as Position;
+                if entry.event.position != expected {
+                    tracing::error!(
+                        got = entry.event.position,
+                        expected,
+                        "log returned a position out of order; the tail re-reads"
+                    );
+                    break;
+                }
                 ring.bytes += entry.weight();
                 ring.entries.push_back(entry);
             }
@@ -156,8 +161,14 @@ impl Tail {
                 ring.bytes -= old.weight();
                 ring.first += 1;
             }
-        }
-        self.head.send_replace(last);
+            ring.first + ring.entries.len() as Position - 1
+        };
+        self.head.send_if_modified(|h| {
+            let moved = *h != head;
+            *h = head;
+            moved
+        });
+        head
     }
 }
 
@@ -179,12 +190,15 @@ async fn feed(tail: std::sync::Weak<Tail>, mut log_head: watch::Receiver<Positio
             };
             match t.log.read(query).await {
                 Ok(page) if !page.is_empty() => {
-                    at = page.last().map_or(at, |e| e.position);
                     let encoded = page
                         .into_iter()
                         .map(|e| Arc::new(Encoded::new(e)))
                         .collect();
-                    t.push(encoded);
+                    let pushed_to = t.push(encoded);
+                    if pushed_to == at {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    at = pushed_to;
                 }
                 Ok(_) => {
                     // The head said these positions are readable; they must appear.
