@@ -1,0 +1,149 @@
+//! The HTTP handlers, one module per resource, and the read parameters that the stream
+//! and history endpoints share (so that a filter or cursor means the same in both).
+
+pub mod events;
+pub mod health;
+pub mod history;
+pub mod stream;
+pub mod topics;
+
+use std::ops::RangeInclusive;
+
+use tributary_core::{Filter, Log, Position, Timestamp, TopicPattern};
+
+use crate::error::ApiError;
+use crate::extract::Query;
+
+/// Where a read starts, as the request put it.
+#[derive(Clone, Copy, Debug)]
+enum Start {
+    Beginning,
+    After(Position),
+    /// `since=now`: whatever the head is when the request is served.
+    Now,
+    Time(Timestamp),
+}
+
+/// What to read: which events, from where, up to where.
+#[derive(Debug)]
+pub(crate) struct ReadParams {
+    pub filter: Filter,
+    start: Start,
+    /// Inclusive.
+    pub until: Option<Position>,
+}
+
+impl ReadParams {
+    /// Takes `topic`, `name`, `client_id`, `session_id` (each repeatable), `filter`,
+    /// `since` (and `cursor` when `cursor_key`), `since_time` and `until` from the query.
+    pub fn take(q: &mut Query, cursor_key: bool) -> Result<Self, ApiError> {
+        let mut filter = match q.take("filter")? {
+            Some(json) => serde_json::from_str::<Filter>(&json)
+                .map_err(|e| ApiError::InvalidFilter(format!("invalid `filter`: {e}")))?,
+            None => Filter::all(),
+        };
+        for topic in q.take_all("topic") {
+            filter.topics.push(TopicPattern::new(topic)?);
+        }
+        filter.names.extend(q.take_all("name"));
+        filter.client_ids.extend(q.take_all("client_id"));
+        filter.session_ids.extend(q.take_all("session_id"));
+        filter
+            .validate()
+            .map_err(|e| ApiError::InvalidFilter(e.to_string()))?;
+
+        let since = q.take("since")?;
+        let cursor = if cursor_key { q.take("cursor")? } else { None };
+        let since_time = q.take("since_time")?;
+        let given = [since.is_some(), cursor.is_some(), since_time.is_some()];
+        if given.iter().filter(|&&g| g).count() > 1 {
+            return Err(ApiError::InvalidParameter(
+                "give at most one of `since`, `cursor` and `since_time`".to_owned(),
+            ));
+        }
+        let start = if let Some(since) = since {
+            match since.as_str() {
+                "now" => Start::Now,
+                s => Start::After(parse_position("since", s)?),
+            }
+        } else if let Some(cursor) = cursor {
+            Start::After(parse_position("cursor", &cursor)?)
+        } else if let Some(time) = since_time {
+            let time = Timestamp::parse_rfc3339(&time).map_err(|_| {
+                ApiError::InvalidParameter(format!("`since_time` {time:?} is not an RFC 3339 time"))
+            })?;
+            Start::Time(time)
+        } else {
+            Start::Beginning
+        };
+        let until = q
+            .take("until")?
+            .map(|u| parse_position("until", &u))
+            .transpose()?;
+        Ok(ReadParams {
+            filter,
+            start,
+            until,
+        })
+    }
+
+    /// The position to read after. `resume` (a `Last-Event-ID`) wins over what the query
+    /// said. A position beyond the head is refused rather than waited for: it most
+    /// likely comes from another log, and waiting would hide that.
+    pub async fn start(
+        &self,
+        log: &dyn Log,
+        resume: Option<Position>,
+    ) -> Result<Position, ApiError> {
+        let head = *log.head().borrow();
+        let start = match resume.map(Start::After).unwrap_or(self.start) {
+            Start::Beginning => 0,
+            Start::Now => head,
+            Start::After(position) => position,
+            Start::Time(time) => log.position_before(time).await?,
+        };
+        if start > head {
+            return Err(ApiError::InvalidCursor(format!(
+                "position {start} is beyond the log's head ({head})"
+            )));
+        }
+        Ok(start)
+    }
+}
+
+/// A position (cursor) in a query or header: a decimal u64.
+pub(crate) fn parse_position(what: &str, value: &str) -> Result<Position, ApiError> {
+    value.trim().parse().map_err(|_| {
+        ApiError::InvalidCursor(format!(
+            "`{what}` must be a position (a whole number), got {value:?}"
+        ))
+    })
+}
+
+pub(crate) fn parse_in_range(
+    key: &str,
+    value: &str,
+    range: RangeInclusive<u64>,
+) -> Result<u64, ApiError> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            ApiError::InvalidParameter(format!(
+                "`{key}` must be a whole number from {} to {}, got {value:?}",
+                range.start(),
+                range.end()
+            ))
+        })
+}
+
+pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(ApiError::InvalidParameter(format!(
+            "`{key}` must be true or false, got {value:?}"
+        ))),
+    }
+}

@@ -1,0 +1,192 @@
+//! `GET /api/v1/events/stream`: Server-Sent Events, history first and then live.
+//!
+//! The body is a pull stream: hyper asks for the next frame only once the socket has
+//! taken the previous ones, so a slow reader holds nothing but its [`EventStream`] cursor
+//! and the server never queues frames for it. Event frames are the shared bytes
+//! encoded once per event ([`Encoded::sse_frame`]), written as they are.
+//!
+//! What the client sees, in order: `retry: 1000`; the events (`id: <position>`); an
+//! `event: caught-up` marker where history ends and live begins; `: heartbeat` comments
+//! meanwhile; and `event: end` when `until` was reached or the snapshot is done, which
+//! tells a client not to reconnect. A stream cut by shutdown just closes, so the client
+//! reconnects and resumes with `Last-Event-ID`.
+//!
+//! [`Encoded::sse_frame`]: tributary_core::Encoded::sse_frame
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::stream::{self, Stream, StreamExt};
+use tokio::time::{Instant, MissedTickBehavior};
+use tributary_core::stream::{DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE};
+use tributary_core::{EventStream, Position, StreamItem, StreamOptions};
+
+use super::{ReadParams, parse_bool, parse_in_range, parse_position};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::extract::Query;
+use crate::metrics::Metrics;
+
+const RETRY: &[u8] = b"retry: 1000\n\n";
+const HEARTBEAT: &[u8] = b": heartbeat\n\n";
+const MAX_HEARTBEAT_SECS: u64 = 300;
+
+pub async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    mut query: Query,
+) -> Result<Response, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::Unavailable(
+            "the server is shutting down; reconnect later".to_owned(),
+        ));
+    }
+    // Everything is checked before the 200 goes out: after that, an error can only be
+    // told by closing the stream, which an EventSource takes as "reconnect".
+    let params = ReadParams::take(&mut query, false)?;
+    let snapshot_only = query
+        .take("snapshot_only")?
+        .map(|v| parse_bool("snapshot_only", &v))
+        .transpose()?
+        .unwrap_or(false);
+    let heartbeat = match query.take("heartbeat")? {
+        Some(v) => Duration::from_secs(parse_in_range("heartbeat", &v, 1..=MAX_HEARTBEAT_SECS)?),
+        None => state.config().heartbeat,
+    };
+    let batch_size = query
+        .take("batch_size")?
+        .map(|v| parse_in_range("batch_size", &v, 1..=MAX_BATCH_SIZE as u64))
+        .transpose()?
+        .map_or(DEFAULT_BATCH_SIZE, |n| n as usize);
+    query.finish()?;
+    let resume = last_event_id(&headers)?;
+    let since = params.start(state.log().as_ref(), resume).await?;
+
+    let options = StreamOptions {
+        filter: params.filter,
+        since,
+        until: params.until,
+        snapshot_only,
+        batch_size,
+    };
+    let events = EventStream::new(Arc::clone(state.tail()), options);
+    let frames = frames(events, params.until, snapshot_only);
+    let body = sse_body(frames, heartbeat, Arc::clone(state.metrics()));
+    let headers = [
+        (CONTENT_TYPE, "text/event-stream"),
+        (CACHE_CONTROL, "no-cache"),
+        // Tells nginx not to buffer the stream, which would delay every event.
+        (
+            axum::http::HeaderName::from_static("x-accel-buffering"),
+            "no",
+        ),
+    ];
+    Ok((headers, Body::from_stream(body)).into_response())
+}
+
+/// The position an EventSource resumes after. Browsers send none (rather than an empty
+/// one) before the first `id:`, but an empty header is taken as none as well.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<Position>, ApiError> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let value = value.to_str().unwrap_or("\u{fffd}").trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    parse_position("Last-Event-ID", value).map(Some)
+}
+
+/// One chunk of the body, and how many events it carries (for the metrics).
+type Chunk = (Bytes, u64);
+
+fn sse_body(
+    frames: impl Stream<Item = Chunk> + Send + 'static,
+    heartbeat: Duration,
+    metrics: Arc<Metrics>,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    let live = metrics.live_connection();
+    // `None` marks the end of the events, so that the endless heartbeats stop with them.
+    let events = frames.map(Some).chain(stream::once(async { None }));
+    let beats = heartbeats(heartbeat).map(Some);
+    let body = stream::select(events, beats).scan((), |_, chunk| futures::future::ready(chunk));
+    stream::once(async { (Bytes::from_static(RETRY), 0) })
+        .chain(body)
+        .map(move |(bytes, events): Chunk| {
+            // Held here so the live-connections gauge drops when the body does.
+            let _ = &live;
+            metrics.record_sent(events, bytes.len());
+            Ok(bytes)
+        })
+}
+
+struct Frames {
+    events: EventStream,
+    caught_up: bool,
+    until: Option<Position>,
+    snapshot_only: bool,
+}
+
+/// The event frames and markers. `unfold` keeps a pending `next()` in its own state,
+/// so being raced against heartbeats never drops a read halfway.
+fn frames(
+    events: EventStream,
+    until: Option<Position>,
+    snapshot_only: bool,
+) -> impl Stream<Item = Chunk> + Send + 'static {
+    let state = Frames {
+        events,
+        caught_up: false,
+        until,
+        snapshot_only,
+    };
+    stream::unfold(Some(state), |state| async move {
+        let mut st = state?;
+        match st.events.next().await {
+            Some(Ok(StreamItem::Event(entry))) => Some(((entry.sse_frame(), 1), Some(st))),
+            Some(Ok(StreamItem::CaughtUp { position })) => {
+                st.caught_up = true;
+                Some(((marker("caught-up", position), 0), Some(st)))
+            }
+            Some(Err(e)) => {
+                // Closing without `end` makes the client reconnect and resume, which is
+                // the best we can offer once the 200 is out.
+                tracing::warn!(error = %e, cursor = st.events.cursor(), "SSE stream failed");
+                None
+            }
+            None => {
+                let cursor = st.events.cursor();
+                // Checked on what was delivered rather than on why the stream stopped,
+                // so that a shutdown racing the last event still ends truthfully.
+                let finished =
+                    st.until.is_some_and(|u| cursor >= u) || (st.snapshot_only && st.caught_up);
+                finished.then(|| ((marker("end", cursor), 0), None))
+            }
+        }
+    })
+}
+
+fn heartbeats(every: Duration) -> impl Stream<Item = Chunk> + Send + 'static {
+    // A zero period would make `interval` panic; a configured zero is a mistake, not a
+    // request for a busy loop.
+    let every = every.max(Duration::from_millis(10));
+    let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    stream::unfold(ticker, |mut ticker| async move {
+        ticker.tick().await;
+        Some(((Bytes::from_static(HEARTBEAT), 0), ticker))
+    })
+}
+
+fn marker(event: &str, position: Position) -> Bytes {
+    Bytes::from(format!(
+        "event: {event}\ndata: {{\"position\":{position}}}\n\n"
+    ))
+}

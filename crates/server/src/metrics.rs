@@ -1,0 +1,257 @@
+//! Prometheus metrics, kept in atomics and written out by hand in the text exposition
+//! format (version 0.0.4). A handful of counters does not need a metrics framework, and
+//! atomics keep the hot paths (append, SSE delivery) free of locks.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+/// Status codes are 100..=599; one slot each keeps counting lock-free.
+const STATUS_MIN: u16 = 100;
+const STATUS_SLOTS: usize = 500;
+
+pub struct Metrics {
+    appended_events: AtomicU64,
+    append_requests: AtomicU64,
+    append_latency: Histogram,
+    append_batch_size: Histogram,
+    live_connections: AtomicI64,
+    deliveries: AtomicU64,
+    bytes_out: AtomicU64,
+    http_requests: Box<[AtomicU64]>,
+}
+
+/// Gauges read from elsewhere at scrape time rather than tracked here.
+pub struct Snapshot {
+    pub log_head: u64,
+    pub tail_events: usize,
+    pub tail_bytes: usize,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            appended_events: AtomicU64::new(0),
+            append_requests: AtomicU64::new(0),
+            append_latency: Histogram::new(LATENCY_BUCKETS),
+            append_batch_size: Histogram::new(BATCH_BUCKETS),
+            live_connections: AtomicI64::new(0),
+            deliveries: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            http_requests: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl Metrics {
+    /// One append request that reached the log, whether it succeeded or not: its batch
+    /// size, how many events were stored (not duplicates), and how long the log took.
+    pub fn record_append(&self, batch: usize, stored: usize, latency: Duration) {
+        self.append_requests.fetch_add(1, Relaxed);
+        self.appended_events.fetch_add(stored as u64, Relaxed);
+        self.append_batch_size.observe(batch as f64);
+        self.append_latency.observe(latency.as_secs_f64());
+    }
+
+    /// Counts an open SSE connection until the returned guard drops.
+    pub fn live_connection(self: &Arc<Self>) -> LiveConnection {
+        self.live_connections.fetch_add(1, Relaxed);
+        LiveConnection(Arc::clone(self))
+    }
+
+    pub fn record_sent(&self, events: u64, bytes: usize) {
+        self.deliveries.fetch_add(events, Relaxed);
+        self.bytes_out.fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub fn record_status(&self, status: u16) {
+        if let Some(slot) = status
+            .checked_sub(STATUS_MIN)
+            .and_then(|i| self.http_requests.get(usize::from(i)))
+        {
+            slot.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let mut out = String::with_capacity(4096);
+        counter(
+            &mut out,
+            "tributary_appended_events_total",
+            "Events stored by publish requests (duplicates not counted).",
+            self.appended_events.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "tributary_append_requests_total",
+            "Publish requests that reached the log.",
+            self.append_requests.load(Relaxed),
+        );
+        self.append_latency.render(
+            &mut out,
+            "tributary_append_latency_seconds",
+            "Time the log took to make a publish request durable.",
+        );
+        self.append_batch_size.render(
+            &mut out,
+            "tributary_append_batch_size",
+            "Events per publish request.",
+        );
+        gauge(
+            &mut out,
+            "tributary_live_connections",
+            "Open SSE streams.",
+            self.live_connections.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "tributary_deliveries_total",
+            "Events sent to SSE streams.",
+            self.deliveries.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "tributary_bytes_out_total",
+            "Bytes sent on SSE streams, heartbeats and markers included.",
+            self.bytes_out.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "tributary_log_head",
+            "Newest position in the log.",
+            snapshot.log_head,
+        );
+        gauge(
+            &mut out,
+            "tributary_tail_events",
+            "Events held by the shared in-memory tail.",
+            snapshot.tail_events,
+        );
+        gauge(
+            &mut out,
+            "tributary_tail_bytes",
+            "Bytes held by the shared in-memory tail.",
+            snapshot.tail_bytes,
+        );
+        header(
+            &mut out,
+            "tributary_http_requests_total",
+            "HTTP requests answered, by status.",
+            "counter",
+        );
+        for (i, slot) in self.http_requests.iter().enumerate() {
+            let n = slot.load(Relaxed);
+            if n > 0 {
+                let status = usize::from(STATUS_MIN) + i;
+                let _ = writeln!(
+                    out,
+                    "tributary_http_requests_total{{status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Decrements the live-connections gauge when the SSE body is dropped, however it ends.
+pub struct LiveConnection(Arc<Metrics>);
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.0.live_connections.fetch_sub(1, Relaxed);
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, help, "counter");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, help, "gauge");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket, not cumulative; the last slot is `+Inf`.
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    /// An `f64` kept as its bits, since there is no atomic float.
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
+    fn observe(&self, value: f64) {
+        let i = self.bounds.partition_point(|&b| b < value);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        let _ = self.sum.fetch_update(Relaxed, Relaxed, |bits| {
+            Some((f64::from_bits(bits) + value).to_bits())
+        });
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        header(out, name, help, "histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in self.bounds.iter().zip(self.buckets.iter()) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[self.bounds.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum {}", f64::from_bits(self.sum.load(Relaxed)));
+        // Buckets and count are read at slightly different moments; the +Inf bucket is
+        // what Prometheus checks the count against, so report that.
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.record_append(1, 1, Duration::from_millis(3));
+        m.record_append(20, 19, Duration::from_secs(20));
+        m.record_status(201);
+        let text = m.render(&Snapshot {
+            log_head: 20,
+            tail_events: 20,
+            tail_bytes: 100,
+        });
+        assert!(text.contains("tributary_appended_events_total 20\n"));
+        assert!(text.contains("tributary_append_batch_size_bucket{le=\"1\"} 1\n"));
+        assert!(text.contains("tributary_append_batch_size_bucket{le=\"25\"} 2\n"));
+        assert!(text.contains("tributary_append_latency_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("tributary_append_latency_seconds_bucket{le=\"10\"} 1\n"));
+        assert!(text.contains("tributary_append_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("tributary_append_latency_seconds_count 2\n"));
+        assert!(text.contains("tributary_http_requests_total{status=\"201\"} 1\n"));
+    }
+}

@@ -1,0 +1,59 @@
+//! Serving until told to stop, then stopping in the order that loses nothing:
+//!
+//! 1. mark the server draining, so `/readyz` answers 503 and load balancers move away;
+//! 2. close the shared tail, which ends every SSE stream without an `end` marker, so
+//!    clients reconnect (elsewhere, or here after a restart) and resume from their
+//!    `Last-Event-ID`;
+//! 3. stop accepting connections and let requests in flight (appends) finish;
+//! 4. close the log, which finishes its own appends in flight.
+//!
+//! Step 3 gives up after [`Config::shutdown_timeout`]: a stuck client must not keep the
+//! process from exiting. Step 4 runs either way.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tributary_core::Log;
+
+use crate::app::{AppState, router};
+use crate::config::Config;
+use crate::error::ServerError;
+
+/// Serves `log` over HTTP on `listener` until `shutdown` resolves, then shuts down
+/// gracefully (see the module docs) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    log: Arc<dyn Log>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let timeout = config.shutdown_timeout;
+    let state = AppState::new(Arc::clone(&log), config);
+    let app = router(state.clone());
+    let draining = CancellationToken::new();
+    let signal = {
+        let draining = draining.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining connections");
+            state.start_draining();
+            draining.cancel();
+        }
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let gave_up = async {
+        draining.cancelled().await;
+        tokio::time::sleep(timeout).await;
+    };
+    let served = tokio::select! {
+        served = server.into_future() => served.map_err(ServerError::from),
+        () = gave_up => {
+            tracing::warn!(?timeout, "requests still in flight after the shutdown timeout; closing anyway");
+            Ok(())
+        }
+    };
+    // Closed even when serving failed, so that no append is left half done.
+    let closed = log.close().await.map_err(ServerError::CloseLog);
+    served.and(closed)
+}
