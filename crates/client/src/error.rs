@@ -1,0 +1,173 @@
+//! [`ClientError`]: everything a client call can fail with.
+
+use reqwest::StatusCode;
+use serde::Deserialize;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The base URL given to [`Client::new`](crate::Client::new) is not usable.
+    #[error("invalid server url {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The server refused the request with a 4xx or 5xx and its JSON error body (or
+    /// without one: then `code` is `"unexpected_response"` and `message` holds the
+    /// start of the body).
+    #[error("the server answered {status}: {message} ({code})")]
+    Api {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The server's stable error code, such as `"invalid_filter"`.
+        code: String,
+        /// A human-readable explanation.
+        message: String,
+    },
+    /// An event's `expected_seq` was not its topic's head seq; nothing of the request was
+    /// stored (HTTP 409, code `seq_conflict`).
+    #[error(
+        "topic {topic} is at seq {head_seq}, not the expected {expected_seq}; nothing was stored"
+    )]
+    SeqConflict {
+        /// The topic whose head did not match.
+        topic: String,
+        /// The seq the event expected to follow.
+        expected_seq: u64,
+        /// The topic's actual head seq.
+        head_seq: u64,
+    },
+    /// The request could not be sent or its answer not received (connection refused,
+    /// reset, timeout, ...).
+    #[error("request to the server failed")]
+    Http(#[source] reqwest::Error),
+    /// The server answered something this client does not understand.
+    #[error("unexpected answer from the server: {context}")]
+    Decode {
+        /// What was being decoded, and what was wrong.
+        context: String,
+        /// The JSON error, when the answer was not the JSON expected.
+        #[source]
+        source: Option<serde_json::Error>,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status the server answered, for [`ClientError::Api`] and
+    /// [`ClientError::SeqConflict`].
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            ClientError::SeqConflict { .. } => Some(StatusCode::CONFLICT),
+            ClientError::Http(e) => e.status(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn decode(context: impl Into<String>, source: serde_json::Error) -> Self {
+        ClientError::Decode {
+            context: context.into(),
+            source: Some(source),
+        }
+    }
+
+    /// Builds the error for a non-2xx answer from its status and body.
+    pub(crate) fn from_response(status: StatusCode, body: &[u8]) -> Self {
+        #[derive(Deserialize)]
+        struct Body {
+            error: ErrorObject,
+        }
+        #[derive(Deserialize)]
+        struct ErrorObject {
+            code: String,
+            #[serde(default)]
+            message: String,
+            topic: Option<String>,
+            expected_seq: Option<u64>,
+            head_seq: Option<u64>,
+        }
+        match serde_json::from_slice::<Body>(body) {
+            Ok(Body { error }) => match error {
+                ErrorObject {
+                    code,
+                    topic: Some(topic),
+                    expected_seq: Some(expected_seq),
+                    head_seq: Some(head_seq),
+                    ..
+                } if status == StatusCode::CONFLICT && code == "seq_conflict" => {
+                    ClientError::SeqConflict {
+                        topic,
+                        expected_seq,
+                        head_seq,
+                    }
+                }
+                ErrorObject { code, message, .. } => ClientError::Api {
+                    status,
+                    code,
+                    message,
+                },
+            },
+            Err(_) => {
+                // Not our error shape (a proxy, a crash page): keep enough to debug.
+                let text = String::from_utf8_lossy(body);
+                let mut message: String = text.trim().chars().take(300).collect();
+                if message.is_empty() {
+                    message = status
+                        .canonical_reason()
+                        .unwrap_or("no explanation")
+                        .to_owned();
+                }
+                ClientError::Api {
+                    status,
+                    code: "unexpected_response".to_owned(),
+                    message,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_conflict_is_recognized() {
+        let body = br#"{"error":{"code":"seq_conflict","message":"no","topic":"a.b","expected_seq":3,"head_seq":5}}"#;
+        match ClientError::from_response(StatusCode::CONFLICT, body) {
+            ClientError::SeqConflict {
+                topic,
+                expected_seq,
+                head_seq,
+            } => assert_eq!((topic.as_str(), expected_seq, head_seq), ("a.b", 3, 5)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn api_errors_keep_code_and_message() {
+        let body = br#"{"error":{"code":"invalid_filter","message":"bad topic"}}"#;
+        let e = ClientError::from_response(StatusCode::BAD_REQUEST, body);
+        assert!(
+            matches!(&e, ClientError::Api { status, code, message }
+                if *status == StatusCode::BAD_REQUEST && code == "invalid_filter" && message == "bad topic"),
+            "{e:?}"
+        );
+        assert_eq!(e.status(), Some(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn foreign_bodies_are_kept_readable() {
+        let e = ClientError::from_response(StatusCode::BAD_GATEWAY, b"<html>upstream down</html>");
+        assert!(
+            matches!(&e, ClientError::Api { code, message, .. }
+                if code == "unexpected_response" && message.contains("upstream down")),
+            "{e:?}"
+        );
+        let e = ClientError::from_response(StatusCode::SERVICE_UNAVAILABLE, b"");
+        assert!(e.to_string().contains("Service Unavailable"), "{e}");
+    }
+}
