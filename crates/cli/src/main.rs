@@ -1,1 +1,194 @@
-fn main() {}
+//! `tributary`: the one binary. A thin layer of argument parsing over the server crate
+//! (`serve`) and the client crate (`publish`, `tail`, `history`, `topics`).
+//!
+//! # Layout
+//! - `main.rs`: the command line, logging set-up and error reporting.
+//! - `serve`: the `serve` command and its settings (flags, environment, config file).
+//! - `publish`: one event from flags, or NDJSON from stdin in batches.
+//! - `read`: `tail`, `history` and `topics`, which print JSON lines.
+//!
+//! Output contract (tests and scripts rely on it): `serve` prints exactly one line,
+//! `tributary listening on http://<addr>`, to stdout; every other command prints JSON,
+//! one value per line, to stdout; logs, progress and hints go to stderr.
+
+mod publish;
+mod read;
+mod serve;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tributary_core::{Filter, Topic, TopicPattern};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tributary",
+    version,
+    about = "An event log and event streaming server, and its command-line client"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server on a SQLite log in the data directory.
+    Serve(serve::ServeArgs),
+    /// Publish one event, or NDJSON events from stdin with --stdin
+    ///
+    /// Without --stdin, publishes the one event that --topic, --name and the other flags
+    /// describe, and prints the server's answer as one JSON line:
+    ///   {"position":…,"seq":…,"duplicate":…}
+    ///
+    /// With --stdin (and only then), reads events from stdin, one JSON object per line
+    /// (the fields are topic, name, and optionally args, id, client_id, session_id,
+    /// expected_seq; blank lines are skipped), publishes them in batches of --batch-size,
+    /// each batch stored atomically, and prints a summary as one JSON line:
+    ///   {"events":…,"duplicates":…,"first_position":…,"last_position":…}
+    /// It stops at the first line that cannot be read or is refused: every event before
+    /// that line is published, none from it on; the summary is printed all the same and
+    /// the error names the line. A progress spinner shows on stderr when it is a terminal.
+    #[command(verbatim_doc_comment)]
+    Publish(publish::PublishArgs),
+    /// Follow events as they are published, one JSON line each; survives server restarts
+    ///
+    /// Prints each matching event as one JSON line on stdout as soon as it is stored.
+    /// Starts at the head (new events only) unless --since or --from-start says otherwise.
+    /// Reconnects by itself after network errors and server restarts, and resumes where
+    /// it stopped, so no event is missed or printed twice. Runs until interrupted, or
+    /// until --until or --snapshot ends it.
+    #[command(verbatim_doc_comment)]
+    Tail(read::TailArgs),
+    /// Print stored events as JSON lines, one page or (--all) every page
+    ///
+    /// Prints stored events as JSON lines on stdout, oldest first. Without --all, prints
+    /// one page and, when more follow, the --cursor of the next page on stderr.
+    #[command(verbatim_doc_comment)]
+    History(read::HistoryArgs),
+    /// Print every topic with its head seq, event count and last position, as JSON lines.
+    Topics(read::TopicsArgs),
+}
+
+/// Where the server is, for the client commands.
+#[derive(Args, Debug, Clone)]
+struct Conn {
+    /// The server's base URL.
+    #[arg(
+        long,
+        env = "TRIBUTARY_URL",
+        default_value = "http://127.0.0.1:7070",
+        value_name = "URL"
+    )]
+    url: String,
+}
+
+impl Conn {
+    fn client(&self) -> anyhow::Result<tributary_client::Client> {
+        Ok(tributary_client::Client::new(&self.url)?)
+    }
+}
+
+/// The filter flags shared by `tail` and `history`. Values of one flag are ORed, different
+/// flags are ANDed.
+#[derive(Args, Debug, Clone, Default)]
+struct FilterArgs {
+    /// Topic pattern, repeatable: `orders.eu.created`, `orders.*.created`, `orders.>`.
+    #[arg(long = "topic", value_name = "PATTERN", value_parser = parse_pattern)]
+    topics: Vec<TopicPattern>,
+    /// Event name, repeatable.
+    #[arg(long = "name", value_name = "NAME")]
+    names: Vec<String>,
+    /// Client id, repeatable.
+    #[arg(long = "client-id", value_name = "ID")]
+    client_ids: Vec<String>,
+    /// Session id, repeatable.
+    #[arg(long = "session-id", value_name = "ID")]
+    session_ids: Vec<String>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> Filter {
+        Filter {
+            topics: self.topics.clone(),
+            names: self.names.clone(),
+            client_ids: self.client_ids.clone(),
+            session_ids: self.session_ids.clone(),
+        }
+    }
+}
+
+fn parse_pattern(s: &str) -> Result<TopicPattern, String> {
+    TopicPattern::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_topic(s: &str) -> Result<Topic, String> {
+    Topic::new(s).map_err(|e| e.to_string())
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` or else at `default` level.
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Writes one line to stdout and flushes it, so a reader sees each line at once.
+/// `Ok(false)` when stdout is closed (`tributary tail | head`): the caller stops quietly.
+fn print_line(line: &str) -> anyhow::Result<bool> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to stdout")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(match cli.command {
+        Command::Serve(_) => "info",
+        // Client commands stay quiet unless something goes wrong (a reconnect, say).
+        _ => "warn",
+    });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Publish(args) => publish::run(args).await,
+            Command::Tail(args) => read::tail(args).await,
+            Command::History(args) => read::history(args).await,
+            Command::Topics(args) => read::topics(args).await,
+        }
+    });
+    // Nothing useful is left running; a blocking read of stdin must not hold the exit.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}
