@@ -29,7 +29,7 @@ pub use encode::Encoded;
 pub use error::{LogError, ValidationError};
 pub use event::{Appended, Args, Event, NewEvent, Position, Timestamp};
 pub use filter::Filter;
-pub use log::{Log, ReadQuery, TopicInfo};
+pub use log::{CommitStats, Log, ReadQuery, TopicInfo};
 pub use memory::MemoryLog;
 pub use stream::{EventStream, StreamItem, StreamOptions};
 pub use tail::{Tail, TailConfig};

@@ -35,6 +35,14 @@ pub struct TopicInfo {
     pub last_position: Position,
 }
 
+/// How a backend has committed appends so far. With group commit, `events / commits` is
+/// the average number of events one durable commit (one fsync) carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub commits: u64,
+    pub events: u64,
+}
+
 #[async_trait]
 pub trait Log: Send + Sync + 'static {
     /// Appends a batch atomically: every new event is stored, or none is.
@@ -65,4 +73,9 @@ pub trait Log: Send + Sync + 'static {
 
     /// Finishes appends in flight, then refuses new ones with [`LogError::Closed`].
     async fn close(&self) -> Result<(), LogError>;
+
+    /// Commit counters for metrics; zero for a backend that does not count them.
+    fn commit_stats(&self) -> CommitStats {
+        CommitStats::default()
+    }
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use tributary_core::CommitStats;
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -34,6 +36,7 @@ pub struct Snapshot {
     pub log_head: u64,
     pub tail_events: usize,
     pub tail_bytes: usize,
+    pub commits: CommitStats,
 }
 
 impl Default for Metrics {
@@ -123,6 +126,18 @@ impl Metrics {
             "tributary_bytes_out_total",
             "Bytes sent on SSE streams, heartbeats and markers included.",
             self.bytes_out.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "tributary_log_commits_total",
+            "Durable commits of the log; with group commit one carries many appends.",
+            snapshot.commits.commits,
+        );
+        counter(
+            &mut out,
+            "tributary_log_committed_events_total",
+            "Events stored by those commits; divided by the commits, the group-commit size.",
+            snapshot.commits.events,
         );
         gauge(
             &mut out,
@@ -244,8 +259,14 @@ mod tests {
             log_head: 20,
             tail_events: 20,
             tail_bytes: 100,
+            commits: CommitStats {
+                commits: 2,
+                events: 21,
+            },
         });
         assert!(text.contains("tributary_appended_events_total 20\n"));
+        assert!(text.contains("tributary_log_commits_total 2\n"));
+        assert!(text.contains("tributary_log_committed_events_total 21\n"));
         assert!(text.contains("tributary_append_batch_size_bucket{le=\"1\"} 1\n"));
         assert!(text.contains("tributary_append_batch_size_bucket{le=\"25\"} 2\n"));
         assert!(text.contains("tributary_append_latency_seconds_bucket{le=\"0.005\"} 1\n"));

@@ -37,8 +37,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tributary_core::{
-    Appended, Event, Log, LogError, NewEvent, Position, ReadQuery, Timestamp, TopicInfo,
-    ValidationError,
+    Appended, CommitStats, Event, Log, LogError, NewEvent, Position, ReadQuery, Timestamp,
+    TopicInfo, ValidationError,
 };
 
 pub use options::{ParseSynchronousError, SqliteOptions, Synchronous};
@@ -187,5 +187,13 @@ impl Log for SqliteLog {
             .await
             .map_err(storage("waiting for the sqlite writer to stop"))?
             .map_err(|_| LogError::storage("the sqlite writer thread", "panicked"))
+    }
+
+    fn commit_stats(&self) -> CommitStats {
+        let stats = self.stats();
+        CommitStats {
+            commits: stats.commits,
+            events: stats.events,
+        }
     }
 }

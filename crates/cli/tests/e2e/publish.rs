@@ -201,3 +201,43 @@ async fn snapshot_only_and_until_end_the_stream() {
     assert!(closed.is_ok(), "the stream ended by itself");
     assert_eq!(ids, (1..=12).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_appends_and_group_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let publishers: Vec<_> = (0..32)
+        .map(|i| {
+            let url = server.url.clone();
+            tokio::spawn(async move {
+                publish(&url, &event_body("m", "n", json!(i))).await;
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.await.unwrap();
+    }
+    let text = super::harness::http()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("tributary_appended_events_total"), 32);
+    assert_eq!(value("tributary_append_requests_total"), 32);
+    assert_eq!(value("tributary_log_committed_events_total"), 32);
+    let commits = value("tributary_log_commits_total");
+    assert!((1..=32).contains(&commits), "{commits} commits");
+    assert_eq!(value("tributary_log_head"), 32);
+    assert!(text.contains("tributary_append_latency_seconds_count 32\n"));
+    eprintln!("metrics: 32 concurrent publishes took {commits} commits");
+}

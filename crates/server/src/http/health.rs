@@ -39,6 +39,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         log_head: *state.log().head().borrow(),
         tail_events,
         tail_bytes,
+        commits: state.log().commit_stats(),
     });
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
