@@ -4,9 +4,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Browser tests drive Debian's Chromium with playwright-core (never a downloaded browser).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium (Debian package) for the browser tests"
+  sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_ apt-get install -y -qq chromium >/dev/null 2>&1 \
+    || { $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq chromium >/dev/null; }
+fi
+(cd tests/browser && npm install --ignore-scripts --no-audit --no-fund --loglevel=error)
+
 # The tests start the real `tributary` binary, so build it (and everything else) first;
 # cargo test then reuses the build.
 cargo build --workspace --all-targets --locked
 
 # Property tests run 256 cases by default; PROPTEST_CASES overrides.
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
+
+# A real browser following the real server (node's test runner prints the summary).
+bin="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/tributary"
+(cd tests/browser && TRIBUTARY_BIN="$bin" node --test)
