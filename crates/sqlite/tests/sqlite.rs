@@ -6,5 +6,7 @@ mod sqlite {
     mod conformance;
     mod filters;
     mod group_commit;
+    mod plans;
+    mod random_filters;
     mod reopen;
 }
