@@ -346,6 +346,15 @@ impl NewEvent {
     }
 }
 
+/// What every backend checks before an append: a batch is not empty and each event is
+/// valid. Kept here so that no backend can check less than another.
+pub fn validate_batch(batch: &[NewEvent]) -> Result<(), ValidationError> {
+    if batch.is_empty() {
+        return Err(ValidationError::EmptyBatch);
+    }
+    batch.iter().try_for_each(NewEvent::validate)
+}
+
 fn check_field(field: &'static str, value: Option<&str>) -> Result<(), ValidationError> {
     let Some(value) = value else { return Ok(()) };
     let reason = if value.is_empty() {

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::error::{LogError, ValidationError};
-use crate::event::{Appended, Event, NewEvent, Position, Timestamp, new_event_id};
+use crate::error::LogError;
+use crate::event::{Appended, Event, NewEvent, Position, Timestamp, new_event_id, validate_batch};
 use crate::log::{Log, ReadQuery, TopicInfo};
 use crate::topic::Topic;
 
@@ -46,12 +46,7 @@ impl MemoryLog {
 #[async_trait]
 impl Log for MemoryLog {
     async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<Appended>, LogError> {
-        if batch.is_empty() {
-            return Err(ValidationError::EmptyBatch.into());
-        }
-        for e in &batch {
-            e.validate()?;
-        }
+        validate_batch(&batch)?;
         let mut st = self.state.lock();
         if st.closed {
             return Err(LogError::Closed);

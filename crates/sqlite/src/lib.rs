@@ -38,7 +38,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tributary_core::{
     Appended, CommitStats, Event, Log, LogError, NewEvent, Position, ReadQuery, Timestamp,
-    TopicInfo, ValidationError,
+    TopicInfo,
 };
 
 pub use options::{ParseSynchronousError, SqliteOptions, Synchronous};
@@ -134,12 +134,7 @@ impl SqliteLog {
 impl Log for SqliteLog {
     async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<Appended>, LogError> {
         // Validation needs no database: refuse here, before taking a place in a group.
-        if batch.is_empty() {
-            return Err(ValidationError::EmptyBatch.into());
-        }
-        for event in &batch {
-            event.validate()?;
-        }
+        tributary_core::event::validate_batch(&batch)?;
         let (reply, answer) = oneshot::channel();
         self.ask(Command::Append(AppendRequest { batch, reply }), answer)
             .await
