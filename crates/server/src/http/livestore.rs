@@ -165,9 +165,15 @@ async fn open_store(
 }
 
 async fn push(state: &AppState, store: &Store, payload: &Value) -> Result<(), SyncError> {
-    store
+    let pushed = store
         .push(state.livestore(), payload, state.config().max_event_bytes)
-        .await
+        .await;
+    match &pushed {
+        Ok(()) => state.metrics().record_livestore_push(true),
+        Err(SyncError::ServerAhead { .. }) => state.metrics().record_livestore_push(false),
+        Err(_) => {}
+    }
+    pushed
 }
 
 /// The WebSocket transport. A bad query is refused before the upgrade, as a plain 400.
