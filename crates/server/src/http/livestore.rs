@@ -28,6 +28,7 @@ use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -108,8 +109,7 @@ pub async fn http(
         Err((id, error)) => return Ok(Json(vec![exit_failure(&id, &error)])),
     };
     let span = tracing::info_span!("livestore", tag = %request.tag, transport = "http");
-    let _entered = span.enter();
-    let answer = match serve_http(&state, q, &request).await {
+    let answer = match serve_http(&state, q, &request).instrument(span).await {
         Ok(messages) => messages,
         Err(error) => vec![exit_failure(&request.id, &error)],
     };
