@@ -56,7 +56,10 @@ export async function startServer(data, addr = '127.0.0.1:0') {
     /** SIGTERM by PID, and wait for the exit. */
     async stop() {
       if (child.exitCode === null) process.kill(child.pid, 'SIGTERM')
+      // The server exits within its 10 s shutdown timeout; never leave one behind.
+      const timer = setTimeout(() => child.exitCode === null && process.kill(child.pid, 'SIGKILL'), 12_000)
       await exited
+      clearTimeout(timer)
     },
   }
 }
@@ -81,9 +84,12 @@ export async function openClient(baseUrl, storeId, transport, clientId, { onSync
     store,
     clientId,
     add: (id, n) => store.commit(events.itemAdded({ id, n })),
+    /** The ids in the client's table. Table order is not event order (a rebase rolls
+     * rows back and SQLite reuses rowids), so tests compare these as sets. */
     rows: () => store.query(tables.items.select()).map((r) => r.id),
     status: () => store.syncStatus(),
-    close: () => store.shutdownPromise?.() ?? Promise.resolve(),
+    // Bounded, so that a client stuck shutting down fails nothing and hangs nothing.
+    close: () => Promise.race([store.shutdownPromise?.() ?? Promise.resolve(), sleep(5000)]).catch(() => {}),
   }
 }
 
