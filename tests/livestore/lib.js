@@ -89,7 +89,11 @@ export async function openClient(baseUrl, storeId, transport, clientId, { onSync
     rows: () => store.query(tables.items.select()).map((r) => r.id),
     status: () => store.syncStatus(),
     // Bounded, so that a client stuck shutting down fails nothing and hangs nothing.
-    close: () => Promise.race([store.shutdownPromise?.() ?? Promise.resolve(), sleep(5000)]).catch(() => {}),
+    close: () => Promise.race([
+      store.shutdownPromise?.() ?? Promise.resolve(),
+      // unref'd: a timer left over from a quick shutdown must not keep node alive.
+      new Promise((r) => setTimeout(r, 5000).unref()),
+    ]).catch(() => {}),
   }
 }
 
