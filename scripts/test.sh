@@ -21,6 +21,17 @@ cargo build --workspace --all-targets --locked
 # Property tests run 256 cases by default; PROPTEST_CASES overrides.
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
 
+# Real LiveStore 0.4.0 clients (npm packages pinned by the committed lockfile) syncing
+# through the binary built above. `npm install` with the lockfile rather than `npm ci`,
+# which npm 11 refuses for this lockfile over optional platform packages. Node 20 needs
+# --experimental-websocket for the WebSocket transport; each test bounds its own time.
+(
+  cd tests/livestore
+  npm install --ignore-scripts --no-audit --no-fund --loglevel=error
+  node --experimental-websocket --test --test-concurrency=1 --test-timeout=60000 \
+    --test-reporter=spec sync.test.js
+)
+
 # A real browser following the real server (node's test runner prints the summary).
 bin="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/tributary"
 (cd tests/browser && TRIBUTARY_BIN="$bin" node --test)

@@ -417,3 +417,49 @@ pub async fn stream_switches_from_history_to_live_without_gap(log: Arc<dyn Log>)
     assert_eq!(positions, want);
     assert_eq!(caught_up, 1);
 }
+
+pub async fn read_topic_pages_by_seq(log: Arc<dyn Log>) {
+    assert!(log.read_topic(&topic("a"), 0, 10).await.unwrap().is_empty());
+    assert_eq!(log.topic_head(&topic("a")).await.unwrap(), 0);
+    for i in 0..5 {
+        log.append(vec![ev("a", &format!("a{i}")), ev("b", "x")])
+            .await
+            .unwrap();
+    }
+    assert_eq!(log.topic_head(&topic("a")).await.unwrap(), 5);
+    assert_eq!(log.topic_head(&topic("b")).await.unwrap(), 5);
+    // Keyset pages: each starts after the last seq of the one before.
+    let first = log.read_topic(&topic("a"), 0, 2).await.unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|e| (e.seq, e.name.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "a0"), (2, "a1")]
+    );
+    assert!(first.iter().all(|e| e.topic.as_str() == "a"));
+    assert_eq!(first[1].position, 3, "positions stay the log's own");
+    let rest = log.read_topic(&topic("a"), 2, 100).await.unwrap();
+    assert_eq!(rest.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
+    assert!(
+        log.read_topic(&topic("a"), 5, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(log.read_topic(&topic("a"), 0, 0).await.unwrap().is_empty());
+    assert!(log.read_topic(&topic("c"), 0, 10).await.unwrap().is_empty());
+}
+
+pub async fn log_id_is_stable(log: Arc<dyn Log>) {
+    let id = log.log_id().await.unwrap();
+    assert!(id.len() >= 16, "long enough to be unguessable: {id:?}");
+    log.append(vec![ev("a", "x")]).await.unwrap();
+    assert_eq!(log.log_id().await.unwrap(), id, "appends do not change it");
+}
+
+/// Two logs made fresh (new memory, a new file) never share an id: that is how a
+/// client tells a wiped server from the one it knew.
+pub async fn fresh_logs_have_different_ids(a: Arc<dyn Log>, b: Arc<dyn Log>) {
+    assert_ne!(a.log_id().await.unwrap(), b.log_id().await.unwrap());
+}

@@ -33,7 +33,16 @@ macro_rules! log_conformance {
             concurrent_appends_stay_dense,
             closed_log_refuses_appends,
             stream_switches_from_history_to_live_without_gap,
+            read_topic_pages_by_seq,
+            log_id_is_stable,
         );
+        // The one case that needs two fresh logs at once.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn fresh_logs_have_different_ids() {
+            let (a, _guard_a) = $make.await;
+            let (b, _guard_b) = $make.await;
+            $crate::cases::fresh_logs_have_different_ids(a, b).await;
+        }
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(

@@ -57,6 +57,25 @@ pub trait Log: Send + Sync + 'static {
     /// One page of a filtered read; see [`ReadQuery`].
     async fn read(&self, query: ReadQuery<'_>) -> Result<Vec<Event>, LogError>;
 
+    /// One keyset page of a single topic by seq: its events with `seq > after_seq`, in
+    /// seq order, at most `limit` of them. Readers that think in a topic's own numbers
+    /// (LiveStore's seqNum) use this instead of scanning positions.
+    async fn read_topic(
+        &self,
+        topic: &Topic,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, LogError>;
+
+    /// The seq of `topic`'s newest event (0 for a topic with no events).
+    async fn topic_head(&self, topic: &Topic) -> Result<u64, LogError>;
+
+    /// A random id made once, when the log's storage was created, and kept with the data.
+    /// It stays the same across restarts and changes when the data is wiped, so a client
+    /// that remembers it can tell "same log" from "a new, empty one" (LiveStore's
+    /// backendId is derived from it).
+    async fn log_id(&self) -> Result<String, LogError>;
+
     /// The newest position that readers can see, and every later one as it moves.
     /// The value only grows; every position up to it is readable.
     fn head(&self) -> watch::Receiver<Position>;

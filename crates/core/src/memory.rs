@@ -19,6 +19,8 @@ struct State {
     events: Vec<Event>,
     topics: HashMap<Topic, TopicInfo>,
     ids: HashMap<String, Appended>,
+    /// Per topic, the index in `events` of each seq (`[seq - 1]`), for `read_topic`.
+    by_topic: HashMap<Topic, Vec<usize>>,
     last_timestamp: Timestamp,
     closed: bool,
 }
@@ -26,6 +28,8 @@ struct State {
 pub struct MemoryLog {
     state: Mutex<State>,
     head: watch::Sender<Position>,
+    /// The data lives as long as this value, so a fresh one means a fresh log id.
+    log_id: String,
 }
 
 impl Default for MemoryLog {
@@ -39,6 +43,7 @@ impl MemoryLog {
         MemoryLog {
             state: Mutex::new(State::default()),
             head: watch::Sender::new(0),
+            log_id: new_event_id().replace('-', ""),
         }
     }
 }
@@ -112,6 +117,8 @@ impl Log for MemoryLog {
             info.head_seq = a.seq;
             info.event_count += 1;
             info.last_position = a.position;
+            let index = st.events.len();
+            st.by_topic.entry(e.topic.clone()).or_default().push(index);
             st.events.push(Event {
                 position: a.position,
                 topic: e.topic,
@@ -146,6 +153,38 @@ impl Log for MemoryLog {
             .take(q.limit)
             .cloned()
             .collect())
+    }
+
+    async fn read_topic(
+        &self,
+        topic: &Topic,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, LogError> {
+        let st = self.state.lock();
+        let Some(indexes) = st.by_topic.get(topic) else {
+            return Ok(Vec::new());
+        };
+        let start = usize::try_from(after_seq).unwrap_or(usize::MAX);
+        Ok(indexes
+            .iter()
+            .skip(start)
+            .take(limit)
+            .map(|&i| st.events[i].clone())
+            .collect())
+    }
+
+    async fn topic_head(&self, topic: &Topic) -> Result<u64, LogError> {
+        Ok(self
+            .state
+            .lock()
+            .topics
+            .get(topic)
+            .map_or(0, |t| t.head_seq))
+    }
+
+    async fn log_id(&self) -> Result<String, LogError> {
+        Ok(self.log_id.clone())
     }
 
     fn head(&self) -> watch::Receiver<Position> {

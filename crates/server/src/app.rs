@@ -13,7 +13,7 @@ use tributary_core::{Log, Tail};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::http::{events, health, history, stream, topics};
+use crate::http::{events, health, history, livestore, stream, topics};
 use crate::metrics::Metrics;
 
 /// What every handler shares. Cheap to clone.
@@ -27,6 +27,7 @@ struct Inner {
     tail: Arc<Tail>,
     config: Config,
     metrics: Arc<Metrics>,
+    livestore: Arc<livestore::Stores>,
     draining: AtomicBool,
 }
 
@@ -40,6 +41,7 @@ impl AppState {
                 tail,
                 config,
                 metrics: Arc::default(),
+                livestore: Arc::default(),
                 draining: AtomicBool::new(false),
             }),
         }
@@ -61,6 +63,11 @@ impl AppState {
         &self.inner.metrics
     }
 
+    /// What the LiveStore endpoint shares: per-store push locks, session shutdown.
+    pub fn livestore(&self) -> &Arc<livestore::Stores> {
+        &self.inner.livestore
+    }
+
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::SeqCst)
     }
@@ -71,6 +78,9 @@ impl AppState {
     pub fn start_draining(&self) {
         self.inner.draining.store(true, Ordering::SeqCst);
         self.inner.tail.close();
+        // WebSocket sessions end too; LiveStore clients reconnect and pull from their
+        // cursor.
+        self.inner.livestore.close();
     }
 }
 
@@ -81,6 +91,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events/stream", get(stream::stream))
         .route("/api/v1/events/history", get(history::history))
         .route("/api/v1/topics", get(topics::list))
+        .route(
+            "/api/v1/livestore",
+            post(livestore::http).get(livestore::websocket),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -4,6 +4,7 @@
 pub mod events;
 pub mod health;
 pub mod history;
+pub mod livestore;
 pub mod stream;
 pub mod topics;
 

@@ -14,8 +14,9 @@
 //! - [`extract`]: the JSON body and query-string extractors that refuse bad input in our
 //!   error shape (the query one takes repeated keys and refuses unknown ones).
 //! - [`http`]: one module per resource: `events` (publish), `stream` (SSE), `history`,
-//!   `topics`, `health` (healthz, readyz, metrics); the read parameters shared by
-//!   stream and history live in `http.rs` itself.
+//!   `topics`, `health` (healthz, readyz, metrics), `livestore` (the LiveStore sync-cf
+//!   protocol over HTTP and WebSocket); the read parameters shared by stream and history
+//!   live in `http.rs` itself.
 //! - [`metrics`]: counters, gauges and histograms in atomics, written out as Prometheus
 //!   text.
 //! - [`shutdown`]: [`serve`] and the order a graceful shutdown goes in.

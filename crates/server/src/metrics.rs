@@ -29,6 +29,8 @@ pub struct Metrics {
     deliveries: AtomicU64,
     bytes_out: AtomicU64,
     http_requests: Box<[AtomicU64]>,
+    livestore_pushes_accepted: AtomicU64,
+    livestore_pushes_behind: AtomicU64,
 }
 
 /// Gauges read from elsewhere at scrape time rather than tracked here.
@@ -50,6 +52,8 @@ impl Default for Metrics {
             deliveries: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             http_requests: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            livestore_pushes_accepted: AtomicU64::new(0),
+            livestore_pushes_behind: AtomicU64::new(0),
         }
     }
 }
@@ -82,6 +86,17 @@ impl Metrics {
         {
             slot.fetch_add(1, Relaxed);
         }
+    }
+
+    /// A LiveStore push that was stored, or refused as behind the head (the client
+    /// rebases and pushes again: many of these mean heavy contention on a store).
+    pub fn record_livestore_push(&self, accepted: bool) {
+        let counter = if accepted {
+            &self.livestore_pushes_accepted
+        } else {
+            &self.livestore_pushes_behind
+        };
+        counter.fetch_add(1, Relaxed);
     }
 
     /// The text exposition of every metric.
@@ -126,6 +141,18 @@ impl Metrics {
             "tributary_bytes_out_total",
             "Bytes sent on SSE streams, heartbeats and markers included.",
             self.bytes_out.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "tributary_livestore_pushes_accepted_total",
+            "LiveStore pushes stored.",
+            self.livestore_pushes_accepted.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "tributary_livestore_pushes_behind_total",
+            "LiveStore pushes refused with ServerAheadError (the client rebases and retries).",
+            self.livestore_pushes_behind.load(Relaxed),
         );
         counter(
             &mut out,

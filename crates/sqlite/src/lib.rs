@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tributary_core::{
-    Appended, CommitStats, Event, Log, LogError, NewEvent, Position, ReadQuery, Timestamp,
+    Appended, CommitStats, Event, Log, LogError, NewEvent, Position, ReadQuery, Timestamp, Topic,
     TopicInfo,
 };
 
@@ -60,6 +60,8 @@ pub struct SqliteLog {
     readers: ReaderPool,
     head: Arc<watch::Sender<Position>>,
     counters: Arc<Counters>,
+    /// Read once at open: it never changes for the life of the file.
+    log_id: String,
 }
 
 impl SqliteLog {
@@ -74,6 +76,7 @@ impl SqliteLog {
         migrate::migrate(&mut conn)?;
         connection::optimize(&conn)?;
         let head = read::head_position(&conn).map_err(storage("reading the head position"))?;
+        let log_id = read::log_id(&conn).map_err(storage("reading the log id"))?;
         // Readers after the writer: the file, its WAL and the schema exist by now.
         let readers = ReaderPool::open(path.to_owned(), options.readers)?;
         let head = Arc::new(watch::Sender::new(head));
@@ -94,6 +97,7 @@ impl SqliteLog {
             readers,
             head,
             counters,
+            log_id,
         })
     }
 
@@ -148,6 +152,36 @@ impl Log for SqliteLog {
         self.readers
             .run("reading events", move |conn| select.run(conn))
             .await
+    }
+
+    async fn read_topic(
+        &self,
+        topic: &Topic,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, LogError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let topic = topic.as_str().to_owned();
+        self.readers
+            .run("reading a topic by seq", move |conn| {
+                read::topic_events(conn, &topic, after_seq, limit)
+            })
+            .await
+    }
+
+    async fn topic_head(&self, topic: &Topic) -> Result<u64, LogError> {
+        let topic = topic.as_str().to_owned();
+        self.readers
+            .run("reading a topic's head", move |conn| {
+                read::topic_head(conn, &topic)
+            })
+            .await
+    }
+
+    async fn log_id(&self) -> Result<String, LogError> {
+        Ok(self.log_id.clone())
     }
 
     fn head(&self) -> watch::Receiver<Position> {

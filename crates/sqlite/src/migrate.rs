@@ -12,6 +12,10 @@
 //!   scan in position order.
 //! - `topics` keeps each topic's head, count and last position, updated in the append
 //!   transaction: `expected_seq` checks and topic listings never scan events.
+//! - `meta` is a one-row-per-key table for facts about the database itself. `log_id` is
+//!   random, made by the migration that creates the table, so it is born with the data
+//!   and dies with it (a wiped data dir gets a new one; LiveStore clients notice).
+//! - `UNIQUE (topic, seq)` is also the index for reading one topic by seq.
 
 use rusqlite::{Connection, TransactionBehavior};
 use tributary_core::LogError;
@@ -43,6 +47,12 @@ const MIGRATIONS: &[&str] = &[
         event_count   INTEGER NOT NULL,
         last_position INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;",
+    // 2: the log's own id.
+    "CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO meta (key, value) VALUES ('log_id', lower(hex(randomblob(16))));",
 ];
 
 /// The schema version this build writes.

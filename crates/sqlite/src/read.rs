@@ -465,6 +465,40 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
+/// One topic's events after `after_seq`, in seq order: a range scan of the
+/// `UNIQUE (topic, seq)` index, never OFFSET.
+pub(crate) fn topic_events(
+    conn: &Connection,
+    topic: &str,
+    after_seq: u64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Event>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(
+        rusqlite::params![topic, to_sql_int(after_seq), to_sql_int(limit as u64)],
+        event_from_row,
+    )?;
+    rows.collect()
+}
+
+/// The seq of a topic's newest event, 0 if it has none.
+pub(crate) fn topic_head(conn: &Connection, topic: &str) -> rusqlite::Result<u64> {
+    let mut stmt = conn.prepare_cached("SELECT head_seq FROM topics WHERE name = ?1")?;
+    Ok(stmt
+        .query_row([topic], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// The id the schema migration made for this database.
+pub(crate) fn log_id(conn: &Connection) -> rusqlite::Result<String> {
+    conn.query_row("SELECT value FROM meta WHERE key = 'log_id'", [], |row| {
+        row.get(0)
+    })
+}
+
 /// The newest stored position (0 when empty).
 pub(crate) fn head_position(conn: &Connection) -> rusqlite::Result<Position> {
     conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {

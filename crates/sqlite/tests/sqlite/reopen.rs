@@ -105,7 +105,10 @@ async fn the_file_is_in_wal_mode_with_a_schema_version() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(
+        version, 2,
+        "events and topics, then the meta table with the log id"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,4 +139,25 @@ async fn normal_synchronous_opens_and_appends() {
     }
     assert_eq!(log.stats().commits, 3);
     assert_eq!(all_events(&log).await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_id_survives_a_reopen_and_a_new_file_gets_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let log = open(&path);
+    let id = log.log_id().await.unwrap();
+    log.append(vec![ev("a", "x")]).await.unwrap();
+    log.close().await.unwrap();
+    drop(log);
+
+    let log = open(&path);
+    assert_eq!(log.log_id().await.unwrap(), id, "same data, same id");
+    log.close().await.unwrap();
+    drop(log);
+
+    // A wiped data dir is a new file: a new id.
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    let log = open(&path);
+    assert_ne!(log.log_id().await.unwrap(), id);
 }
