@@ -88,6 +88,8 @@ export async function openClient(baseUrl, storeId, transport, clientId, { onSync
      * rows back and SQLite reuses rowids), so tests compare these as sets. */
     rows: () => store.query(tables.items.select()).map((r) => r.id),
     status: () => store.syncStatus(),
+    /** The global seqNum the client has synced up to ("e40r2" is 40, rebase generation 2). */
+    head: () => Number(/^e(\d+)/.exec(store.syncStatus().upstreamHead)?.[1] ?? NaN),
     // Bounded, so that a client stuck shutting down fails nothing and hangs nothing.
     close: () => Promise.race([
       store.shutdownPromise?.() ?? Promise.resolve(),
