@@ -8,7 +8,8 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { makeAdapter } from '@livestore/adapter-node'
-import { createStorePromise, Events, makeSchema, Schema, State } from '@livestore/livestore'
+import { createStorePromise, Events, makeSchema, Schema, State, StoreInternalsSymbol } from '@livestore/livestore'
+import { Effect } from '@livestore/utils/effect'
 import { makeHttpSync, makeWsSync } from '@livestore/sync-cf/client'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -88,8 +89,15 @@ export async function openClient(baseUrl, storeId, transport, clientId, { onSync
      * rows back and SQLite reuses rowids), so tests compare these as sets. */
     rows: () => store.query(tables.items.select()).map((r) => r.id),
     status: () => store.syncStatus(),
-    /** The global seqNum the client has synced up to ("e40r2" is 40, rebase generation 2). */
-    head: () => Number(/^e(\d+)/.exec(store.syncStatus().upstreamHead)?.[1] ?? NaN),
+    /**
+     * Where the client stands with the server. `syncStatus()` is the session's view of
+     * its leader, which can be synced while the leader has not pushed anything yet; the
+     * leader's own state says what the server has confirmed.
+     */
+    backend: async () => {
+      const s = await Effect.runPromise(store[StoreInternalsSymbol].clientSession.leaderThread.syncState.get)
+      return { pending: s.pending.length, head: s.upstreamHead.global }
+    },
     // Bounded, so that a client stuck shutting down fails nothing and hangs nothing.
     close: () => Promise.race([
       store.shutdownPromise?.() ?? Promise.resolve(),
@@ -112,12 +120,19 @@ export async function until(what, check, ms = 10_000) {
   }
 }
 
-/** Waits until every client has `n` rows and nothing pending. */
+/**
+ * Waits until every client has `n` rows, nothing pending in its session or its leader,
+ * and its leader has confirmed the server's seq `n`.
+ */
 export async function converged(clients, n, ms = 15_000) {
-  await until(`${n} synced rows on every client`, () => clients.every((c) => {
-    const s = c.status()
-    return c.rows().length === n && s.pendingCount === 0
-  }), ms)
+  await until(`${n} synced rows on every client`, async () => {
+    for (const c of clients) {
+      if (c.rows().length !== n || c.status().pendingCount !== 0) return false
+      const b = await c.backend()
+      if (b.pending !== 0 || b.head !== n) return false
+    }
+    return true
+  }, ms)
 }
 
 /** The store's events in Tributary, through the plain history API. */

@@ -96,50 +96,93 @@ pub async fn http(
     State(state): State<AppState>,
     q: Query,
     JsonBody(body): JsonBody,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Response, ApiError> {
     let message: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
             let error = SyncError::unknown(format!("the body is not JSON: {e}"));
-            return Ok(Json(vec![exit_failure("", &error)]));
+            return Ok(Json(vec![exit_failure("", &error)]).into_response());
         }
     };
     let request = match Request::parse(&message) {
         Ok(r) => r,
-        Err((id, error)) => return Ok(Json(vec![exit_failure(&id, &error)])),
+        Err((id, error)) => return Ok(Json(vec![exit_failure(&id, &error)]).into_response()),
     };
     let span = tracing::info_span!("livestore", tag = %request.tag, transport = "http");
-    let answer = match serve_http(&state, q, &request).instrument(span).await {
-        Ok(messages) => messages,
-        Err(error) => vec![exit_failure(&request.id, &error)],
-    };
-    Ok(Json(answer))
+    Ok(
+        match serve_http(&state, q, &request).instrument(span).await {
+            Ok(Answer::Messages(messages)) => Json(messages).into_response(),
+            Ok(Answer::Pull(pull)) => stream_pull(request.id, pull),
+            Err(error) => Json(vec![exit_failure(&request.id, &error)]).into_response(),
+        },
+    )
 }
 
-async fn serve_http(state: &AppState, q: Query, r: &Request) -> Result<Vec<Value>, SyncError> {
+/// What an HTTP request is answered with: a few messages, or a pull streamed page by
+/// page.
+enum Answer {
+    Messages(Vec<Value>),
+    Pull(store::Pull),
+}
+
+async fn serve_http(state: &AppState, q: Query, r: &Request) -> Result<Answer, SyncError> {
     let params = Params::take(q, "http")?;
     let store = open_store(state, &params, &r.payload).await?;
     match r.tag.as_str() {
-        "SyncHttpRpc.Ping" => Ok(vec![exit_success(
+        "SyncHttpRpc.Ping" => Ok(Answer::Messages(vec![exit_success(
             &r.id,
             Some(json!({ "_tag": "SyncMessage.Pong" })),
-        )]),
+        )])),
         "SyncHttpRpc.Pull" => {
             let after = store.cursor(&r.payload)?;
-            let (values, _) = store.pull_pages(after).await?;
-            Ok(vec![
-                protocol::chunk(&r.id, values),
-                exit_success(&r.id, None),
-            ])
+            Ok(Answer::Pull(store.pull(after).await?))
         }
         "SyncHttpRpc.Push" => {
             push(state, &store, &r.payload).await?;
-            Ok(vec![exit_success(&r.id, Some(json!({})))])
+            Ok(Answer::Messages(vec![exit_success(&r.id, Some(json!({})))]))
         }
         other => Err(SyncError::unknown(format!(
             "unknown request tag {other:?} (expected SyncHttpRpc.Ping, .Pull or .Push)"
         ))),
     }
+}
+
+/// Streams a pull's answer, `[Chunk, Chunk, …, Exit]`, one page per Chunk, read as the
+/// client takes them: a client catching up on a large store costs the server one page
+/// of memory. A storage fault midway still ends the array, with an `Exit` failure.
+fn stream_pull(request_id: String, pull: store::Pull) -> Response {
+    enum Step {
+        Pages(store::Pull, bool),
+        Done,
+    }
+    let body = futures::stream::unfold(Step::Pages(pull, true), move |step| {
+        let request_id = request_id.clone();
+        async move {
+            let Step::Pages(mut pull, first) = step else {
+                return None;
+            };
+            let sep = if first { "[" } else { "," };
+            let (message, next) = match pull.next_page().await {
+                Ok(Some(page)) => (
+                    protocol::chunk(&request_id, vec![page]),
+                    Step::Pages(pull, false),
+                ),
+                Ok(None) => (exit_success(&request_id, None), Step::Done),
+                Err(error) => (exit_failure(&request_id, &error), Step::Done),
+            };
+            let end = if matches!(next, Step::Done) { "]" } else { "" };
+            let text = format!("{sep}{message}{end}");
+            Some((
+                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(text)),
+                next,
+            ))
+        }
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
 }
 
 /// Authorizes the request and opens its store; a payload that names another store

@@ -145,28 +145,16 @@ impl Store {
         Ok(cursor.event_sequence_number)
     }
 
-    /// Every event after `after`, as `PullResponse`s of at most [`PAGE_SIZE`] events
-    /// (keyset pages by seq), and the last seq read. `remaining` is counted against the
-    /// head seen at the start; events that land meanwhile come with the next pull.
-    /// Always at least one value, possibly an empty `NoMore` one.
-    pub async fn pull_pages(&self, mut after: u64) -> Result<(Vec<Value>, u64), SyncError> {
+    /// A pull of every event after `after`, read one page at a time so that a client
+    /// catching up on a large store costs one page of memory, not the whole store.
+    pub async fn pull(&self, after: u64) -> Result<Pull, SyncError> {
         let head = self.log.topic_head(&self.topic).await.map_err(internal)?;
-        let mut values = Vec::new();
-        while after < head {
-            let page = self
-                .log
-                .read_topic(&self.topic, after, PAGE_SIZE)
-                .await
-                .map_err(internal)?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            let remaining = head.saturating_sub(after);
-            values.push(protocol::pull_response(&page, remaining, &self.backend_id));
-        }
-        if values.is_empty() {
-            values.push(protocol::pull_response(&[], 0, &self.backend_id));
-        }
-        Ok((values, after))
+        Ok(Pull {
+            store: self.clone(),
+            after,
+            head,
+            sent_any: false,
+        })
     }
 
     /// Appends a pushed batch after checking that it chains onto itself; the log checks
@@ -248,6 +236,53 @@ impl Store {
             )));
         }
         Ok(event)
+    }
+}
+
+/// One pull's progress: `PullResponse`s of at most [`PAGE_SIZE`] events (keyset pages
+/// by seq), up to the head seen when it began. `remaining` counts against that head;
+/// events that land meanwhile come with the next pull (or, live, the next round).
+pub struct Pull {
+    store: Store,
+    after: u64,
+    head: u64,
+    sent_any: bool,
+}
+
+impl Pull {
+    /// The next `PullResponse`, or `None` when the pull is done. A pull always yields at
+    /// least one value, an empty `NoMore` one when there is nothing to send.
+    pub async fn next_page(&mut self) -> Result<Option<Value>, SyncError> {
+        let s = &self.store;
+        if self.after < self.head {
+            let page = s
+                .log
+                .read_topic(&s.topic, self.after, PAGE_SIZE)
+                .await
+                .map_err(internal)?;
+            if let Some(last) = page.last() {
+                self.after = last.seq;
+                self.sent_any = true;
+                let remaining = self.head.saturating_sub(self.after);
+                return Ok(Some(protocol::pull_response(
+                    &page,
+                    remaining,
+                    &s.backend_id,
+                )));
+            }
+            // The topic is shorter than its head said: only a topic deleted under us.
+            self.head = self.after;
+        }
+        if self.sent_any {
+            return Ok(None);
+        }
+        self.sent_any = true;
+        Ok(Some(protocol::pull_response(&[], 0, &s.backend_id)))
+    }
+
+    /// The last seq this pull has read (its cursor, once it is done).
+    pub fn after(&self) -> u64 {
+        self.after
     }
 }
 

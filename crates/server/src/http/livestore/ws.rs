@@ -129,8 +129,9 @@ async fn handle(
     }
 }
 
-/// Sends what the store holds after `after`; then, if live, a further Chunk whenever
-/// the store grows, and never an Exit.
+/// Sends what the store holds after `after`, one page per Chunk (the outbox is bounded,
+/// so a large store is sent at the pace the client reads it); then, if live, a further
+/// Chunk whenever the store grows, and never an Exit.
 async fn pull(
     store: super::Store,
     id: String,
@@ -143,21 +144,30 @@ async fn pull(
     head.borrow_and_update();
     let mut first = true;
     loop {
-        match store.pull_pages(after).await {
-            Ok((values, last)) => {
-                if first || last > after {
-                    let message = protocol::chunk(&id, values);
-                    if outbox.send(message).await.is_err() {
-                        return;
-                    }
-                }
-                after = last;
-            }
+        let mut pull = match store.pull(after).await {
+            Ok(pull) => pull,
             Err(error) => {
                 let _ = outbox.send(exit_failure(&id, &error)).await;
                 return;
             }
+        };
+        loop {
+            match pull.next_page().await {
+                // A live round with nothing new sends nothing; the first always answers.
+                Ok(Some(page)) if first || pull.after() > after => {
+                    if outbox.send(protocol::chunk(&id, vec![page])).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(error) => {
+                    let _ = outbox.send(exit_failure(&id, &error)).await;
+                    return;
+                }
+            }
         }
+        after = pull.after();
         if !live {
             let _ = outbox.send(exit_success(&id, None)).await;
             return;
