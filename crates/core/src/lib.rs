@@ -9,6 +9,8 @@
 //!   every backend's queries.
 //! - [`log`]: the [`Log`] trait every backend implements, and [`ReadQuery`].
 //! - [`memory`]: [`MemoryLog`], the in-memory backend (tests, embedding).
+//! - [`group`]: consumer groups as data: [`GroupConfig`], the [`GroupStore`] trait that
+//!   keeps their durable state, and [`MemoryGroupStore`].
 //! - [`encode`]: the one place an event becomes JSON and an SSE frame.
 //! - [`tail`]: [`Tail`], the shared in-memory window of recent events, each encoded once.
 //! - [`stream`]: [`EventStream`], history up to the head and then live, with no gap and no
@@ -19,6 +21,7 @@ pub mod encode;
 pub mod error;
 pub mod event;
 pub mod filter;
+pub mod group;
 pub mod log;
 pub mod memory;
 pub mod stream;
@@ -29,6 +32,10 @@ pub use encode::Encoded;
 pub use error::{LogError, ValidationError};
 pub use event::{Appended, Args, Event, NewEvent, Position, Timestamp};
 pub use filter::Filter;
+pub use group::{
+    DlqEntry, EventProgress, GroupChange, GroupConfig, GroupStore, GroupStoreError,
+    MemoryGroupStore, Ordering, Start, StoredGroup,
+};
 pub use log::{CommitStats, Log, ReadQuery, TopicInfo};
 pub use memory::MemoryLog;
 pub use stream::{EventStream, StreamItem, StreamOptions};
