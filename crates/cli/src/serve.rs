@@ -228,7 +228,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .context("writing to stdout")?;
     }
 
-    tributary_server::serve(listener, Arc::new(log), server, shutdown)
+    // TODO(groups): the SQLite group store replaces this before it lands.
+    let group_store = Arc::new(tributary_core::MemoryGroupStore::new());
+    tributary_server::serve(listener, Arc::new(log), group_store, server, shutdown)
         .await
         .context("serving")?;
     tracing::info!("stopped");

@@ -7,6 +7,7 @@ mod e2e {
     mod bad_input;
     mod cli;
     mod durability;
+    mod groups;
     mod livestore;
     mod publish;
     mod resume;

@@ -93,7 +93,8 @@ impl GroupConfig {
     /// Checks the settings; the message says what to change.
     pub fn validate(&self) -> Result<(), String> {
         check_group_name(&self.name)?;
-        if self.ack_wait < Duration::from_millis(10) || self.ack_wait > Duration::from_secs(86_400) {
+        if self.ack_wait < Duration::from_millis(10) || self.ack_wait > Duration::from_secs(86_400)
+        {
             return Err("ack_wait must be between 10ms and 24h".into());
         }
         if self.max_deliveries == 0 || self.max_deliveries > 1000 {
@@ -102,7 +103,11 @@ impl GroupConfig {
         if self.backoff.len() > 32 {
             return Err("backoff takes at most 32 delays".into());
         }
-        if self.backoff.iter().any(|d| *d > Duration::from_secs(86_400)) {
+        if self
+            .backoff
+            .iter()
+            .any(|d| *d > Duration::from_secs(86_400))
+        {
             return Err("a backoff delay may be at most 24h".into());
         }
         if self.max_in_flight == 0 || self.max_in_flight > 10_000 {
@@ -302,22 +307,23 @@ impl GroupStore for MemoryGroupStore {
 /// One change applied to a group held in memory; the reference for what each change
 /// means, which the SQLite store mirrors in SQL.
 fn apply_change(g: &mut StoredGroup, change: GroupChange) {
-    let find = |g: &mut StoredGroup, position: Position| {
-        match g.progress.binary_search_by_key(&position, |p| p.position) {
-            Ok(i) => i,
-            Err(i) => {
-                g.progress.insert(
-                    i,
-                    EventProgress {
-                        position,
-                        attempts: 0,
-                        acked: false,
-                        last_reason: None,
-                        replayed: false,
-                    },
-                );
-                i
-            }
+    let find = |g: &mut StoredGroup, position: Position| match g
+        .progress
+        .binary_search_by_key(&position, |p| p.position)
+    {
+        Ok(i) => i,
+        Err(i) => {
+            g.progress.insert(
+                i,
+                EventProgress {
+                    position,
+                    attempts: 0,
+                    acked: false,
+                    last_reason: None,
+                    replayed: false,
+                },
+            );
+            i
         }
     };
     match change {

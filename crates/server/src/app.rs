@@ -8,12 +8,15 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
+use tokio_util::sync::CancellationToken;
 use tributary_core::{Log, Tail};
+use tributary_groups::Groups;
 
 use crate::config::Config;
+use crate::connections::Connections;
 use crate::error::ApiError;
-use crate::http::{events, health, history, livestore, stream, topics};
+use crate::http::{connections, events, groups, health, history, livestore, stream, topics};
 use crate::metrics::Metrics;
 
 /// What every handler shares. Cheap to clone.
@@ -28,13 +31,19 @@ struct Inner {
     config: Config,
     metrics: Arc<Metrics>,
     livestore: Arc<livestore::Stores>,
+    groups: Arc<Groups>,
+    connections: Arc<Connections>,
     draining: AtomicBool,
+    /// Cancelled with `draining`, for the long polls and group streams to end on.
+    drained: CancellationToken,
 }
 
 impl AppState {
     /// Starts the shared tail over `log`, so it must be called inside a Tokio runtime.
-    pub fn new(log: Arc<dyn Log>, config: Config) -> Self {
+    /// `groups` are the log's consumer groups (see [`Groups::open`]).
+    pub fn new(log: Arc<dyn Log>, groups: Arc<Groups>, config: Config) -> Self {
         let tail = Tail::spawn(Arc::clone(&log), config.tail.clone());
+        let connections = Arc::new(Connections::new(config.max_connections));
         AppState {
             inner: Arc::new(Inner {
                 log,
@@ -42,7 +51,10 @@ impl AppState {
                 config,
                 metrics: Arc::default(),
                 livestore: Arc::default(),
+                groups,
+                connections,
                 draining: AtomicBool::new(false),
+                drained: CancellationToken::new(),
             }),
         }
     }
@@ -68,6 +80,20 @@ impl AppState {
         &self.inner.livestore
     }
 
+    /// Every open SSE event stream, and the registered ones.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.inner.connections
+    }
+
+    pub fn groups(&self) -> &Arc<Groups> {
+        &self.inner.groups
+    }
+
+    /// Resolves once the server starts draining.
+    pub async fn drained(&self) {
+        self.inner.drained.cancelled().await;
+    }
+
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::SeqCst)
     }
@@ -77,6 +103,7 @@ impl AppState {
     /// later) and resumes from its `Last-Event-ID`.
     pub fn start_draining(&self) {
         self.inner.draining.store(true, Ordering::SeqCst);
+        self.inner.drained.cancel();
         self.inner.tail.close();
         // WebSocket sessions end too; LiveStore clients reconnect and pull from their
         // cursor.
@@ -91,6 +118,26 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events/stream", get(stream::stream))
         .route("/api/v1/events/history", get(history::history))
         .route("/api/v1/topics", get(topics::list))
+        .route(
+            "/api/v1/connections",
+            post(connections::register).get(connections::list),
+        )
+        .route("/api/v1/connections/{id}", delete(connections::delete))
+        .route("/api/v1/connections/{id}/status", get(connections::status))
+        .route("/api/v1/connections/{id}/stream", get(connections::stream))
+        .route("/api/v1/groups", post(groups::create).get(groups::list))
+        .route(
+            "/api/v1/groups/{group}",
+            get(groups::show).delete(groups::delete),
+        )
+        .route("/api/v1/groups/{group}/pull", post(groups::pull))
+        .route("/api/v1/groups/{group}/stream", get(groups::stream))
+        .route("/api/v1/groups/{group}/ack", post(groups::ack))
+        .route("/api/v1/groups/{group}/nack", post(groups::nack))
+        .route("/api/v1/groups/{group}/term", post(groups::term))
+        .route("/api/v1/groups/{group}/dlq", get(groups::dlq))
+        .route("/api/v1/groups/{group}/dlq/replay", post(groups::replay))
+        .route("/api/v1/groups/{group}/dlq/{id}", delete(groups::discard))
         .route(
             "/api/v1/livestore",
             post(livestore::http).get(livestore::websocket),

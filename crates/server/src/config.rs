@@ -20,6 +20,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The shared in-memory tail that live streams read from.
     pub tail: TailConfig,
+    /// Open SSE event streams at most (and registered streams at most); past it, a new
+    /// stream is refused with 503 and `Retry-After`.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -31,6 +34,7 @@ impl Default for Config {
             heartbeat: Duration::from_secs(15),
             shutdown_timeout: Duration::from_secs(10),
             tail: TailConfig::default(),
+            max_connections: 10_000,
         }
     }
 }

@@ -44,11 +44,24 @@ pub enum ApiError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// A consumer group of that name exists.
+    #[error("{0}")]
+    GroupExists(String),
+    /// A delivery id is not `POSITION.ATTEMPT`.
+    #[error("{0}")]
+    InvalidDeliveryId(String),
+    /// A delivery id names no delivery in flight (already acked, expired and handed out
+    /// again, or never made); nothing was changed.
+    #[error("{0}")]
+    StaleDelivery(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     /// Draining for shutdown, or the log is closed.
     #[error("{0}")]
     Unavailable(String),
+    /// The cap on open streams is reached; answered with `Retry-After`.
+    #[error("{0}")]
+    TooManyConnections(String),
     /// A fault of ours. The detail goes to the log, never to the client.
     #[error("internal error: {0}")]
     Internal(#[source] Box<dyn StdError + Send + Sync>),
@@ -66,13 +79,18 @@ impl ApiError {
             | ApiError::InvalidTopic(_)
             | ApiError::InvalidFilter(_)
             | ApiError::InvalidCursor(_)
-            | ApiError::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidParameter(_)
+            | ApiError::InvalidDeliveryId(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::SeqConflict { .. } => StatusCode::CONFLICT,
+            ApiError::SeqConflict { .. }
+            | ApiError::GroupExists(_)
+            | ApiError::StaleDelivery(_) => StatusCode::CONFLICT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::TooManyConnections(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,8 +108,12 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::SeqConflict { .. } => "seq_conflict",
             ApiError::NotFound(_) => "not_found",
+            ApiError::GroupExists(_) => "group_exists",
+            ApiError::InvalidDeliveryId(_) => "invalid_delivery_id",
+            ApiError::StaleDelivery(_) => "stale_delivery",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooManyConnections(_) => "too_many_connections",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -149,7 +171,26 @@ impl IntoResponse for ApiError {
             }
             _ => json!({ "error": { "code": code, "message": self.to_string() } }),
         };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if matches!(self, ApiError::TooManyConnections(_)) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
+        response
+    }
+}
+
+impl From<crate::connections::ConnectionError> for ApiError {
+    fn from(e: crate::connections::ConnectionError) -> Self {
+        use crate::connections::ConnectionError;
+        match e {
+            ConnectionError::Full(_) | ConnectionError::TooManyRegistered(_) => {
+                ApiError::TooManyConnections(e.to_string())
+            }
+            ConnectionError::NotFound(_) => ApiError::NotFound(e.to_string()),
+        }
     }
 }
 
@@ -161,4 +202,6 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("closing the log failed")]
     CloseLog(#[source] LogError),
+    #[error("opening the consumer groups failed")]
+    Groups(#[source] tributary_groups::GroupError),
 }

@@ -1,7 +1,9 @@
 //! The HTTP handlers, one module per resource, and the read parameters that the stream
 //! and history endpoints share (so that a filter or cursor means the same in both).
 
+pub mod connections;
 pub mod events;
+pub mod groups;
 pub mod health;
 pub mod history;
 pub mod livestore;

@@ -1,6 +1,6 @@
 //! Tributary's HTTP server: publish events, follow them over Server-Sent Events, page
-//! through history, list topics, and answer health checks and metrics scrapes, all over
-//! any [`tributary_core::Log`].
+//! through history, list topics, consume through consumer groups, and answer health
+//! checks and metrics scrapes, all over any [`tributary_core::Log`].
 //!
 //! [`serve`] runs the server until a shutdown signal and then drains it gracefully;
 //! [`router`] with [`AppState::new`] gives the same application for embedding or tests.
@@ -9,12 +9,15 @@
 //! - [`config`]: [`Config`], the limits and timings an operator tunes.
 //! - [`app`]: [`AppState`] (log, shared tail, config, metrics, draining flag), the route
 //!   table, and the 404/405 answers.
+//! - [`connections`]: every open SSE stream and the registered ones, and the cap on
+//!   open streams.
 //! - [`error`]: [`ApiError`], the one mapping from failures to status and stable code,
 //!   and [`ServerError`].
 //! - [`extract`]: the JSON body and query-string extractors that refuse bad input in our
 //!   error shape (the query one takes repeated keys and refuses unknown ones).
 //! - [`http`]: one module per resource: `events` (publish), `stream` (SSE), `history`,
-//!   `topics`, `health` (healthz, readyz, metrics), `livestore` (the LiveStore sync-cf
+//!   `topics`, `groups` (consumer groups, docs/groups.md), `health` (healthz, readyz,
+//!   metrics), `livestore` (the LiveStore sync-cf
 //!   protocol over HTTP and WebSocket); the read parameters shared by stream and history
 //!   live in `http.rs` itself.
 //! - [`metrics`]: counters, gauges and histograms in atomics, written out as Prometheus
@@ -23,6 +26,7 @@
 
 pub mod app;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod extract;
 pub mod http;

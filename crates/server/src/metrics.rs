@@ -272,6 +272,50 @@ impl Histogram {
     }
 }
 
+/// Per consumer group, labelled `group="…"`: lag, in flight, deliveries, redeliveries
+/// and parked events. Group names are `[A-Za-z0-9_.-]`, so they need no escaping.
+pub fn render_groups(out: &mut String, groups: &[tributary_groups::GroupInfo]) {
+    type Field = fn(&tributary_groups::GroupInfo) -> u64;
+    let families: [(&str, &str, &str, Field); 5] = [
+        (
+            "tributary_group_lag",
+            "Matching events the group has not acked or parked yet.",
+            "gauge",
+            |g| g.lag,
+        ),
+        (
+            "tributary_group_in_flight",
+            "Deliveries waiting for an ack.",
+            "gauge",
+            |g| g.in_flight,
+        ),
+        (
+            "tributary_group_deliveries_total",
+            "Deliveries made, first attempts and redeliveries.",
+            "counter",
+            |g| g.delivered,
+        ),
+        (
+            "tributary_group_redeliveries_total",
+            "Deliveries of an event that had been delivered before.",
+            "counter",
+            |g| g.redelivered,
+        ),
+        (
+            "tributary_group_parked_total",
+            "Events moved to the dead-letter queue.",
+            "counter",
+            |g| g.parked,
+        ),
+    ];
+    for (name, help, kind, field) in families {
+        header(out, name, help, kind);
+        for g in groups {
+            let _ = writeln!(out, "{name}{{group=\"{}\"}} {}", g.config.name, field(g));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,8 @@
 //!    clients reconnect (elsewhere, or here after a restart) and resume from their
 //!    `Last-Event-ID`;
 //! 3. stop accepting connections and let requests in flight (appends) finish;
-//! 4. close the log, which finishes its own appends in flight.
+//! 4. close the consumer groups (their state is flushed), then the log, which finishes
+//!    its own appends in flight.
 //!
 //! Step 3 gives up after [`Config::shutdown_timeout`]: a stuck client must not keep the
 //! process from exiting. Step 4 runs either way.
@@ -14,22 +15,28 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tributary_core::Log;
+use tributary_core::{GroupStore, Log};
+use tributary_groups::{Groups, GroupsOptions};
 
 use crate::app::{AppState, router};
 use crate::config::Config;
 use crate::error::ServerError;
 
-/// Serves `log` over HTTP on `listener` until `shutdown` resolves, then shuts down
-/// gracefully (see the module docs) and returns.
+/// Serves `log` (and its consumer groups, kept in `group_store`) over HTTP on
+/// `listener` until `shutdown` resolves, then shuts down gracefully (see the module
+/// docs) and returns.
 pub async fn serve(
     listener: TcpListener,
     log: Arc<dyn Log>,
+    group_store: Arc<dyn GroupStore>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let timeout = config.shutdown_timeout;
-    let state = AppState::new(Arc::clone(&log), config);
+    let groups = Groups::open(Arc::clone(&log), group_store, GroupsOptions::default())
+        .await
+        .map_err(ServerError::Groups)?;
+    let state = AppState::new(Arc::clone(&log), Arc::clone(&groups), config);
     let app = router(state.clone());
     let draining = CancellationToken::new();
     let signal = {
@@ -41,7 +48,12 @@ pub async fn serve(
             draining.cancel();
         }
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    // With each connection's address, for the connection list.
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal);
     let gave_up = async {
         draining.cancelled().await;
         tokio::time::sleep(timeout).await;
@@ -54,6 +66,7 @@ pub async fn serve(
         }
     };
     // Closed even when serving failed, so that no append is left half done.
+    groups.close().await;
     let closed = log.close().await.map_err(ServerError::CloseLog);
     served.and(closed)
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tributary_core::{Filter, Log, MemoryLog, ReadQuery};
+use tributary_core::{Filter, GroupStore, Log, MemoryGroupStore, MemoryLog, ReadQuery};
 use tributary_server::{AppState, Config, ServerError, router, serve};
 
 struct TestServer {
@@ -36,6 +36,7 @@ async fn start_with(config: Config) -> TestServer {
     let served = tokio::spawn(serve(
         listener,
         Arc::clone(&log) as Arc<dyn Log>,
+        Arc::new(MemoryGroupStore::new()) as Arc<dyn GroupStore>,
         config,
         async move {
             let _ = rx.await;
@@ -1153,8 +1154,15 @@ mod shutdown {
 
     #[tokio::test]
     async fn draining_fails_readiness_and_refuses_new_streams() {
-        let log = Arc::new(MemoryLog::new());
-        let state = AppState::new(log, Config::default());
+        let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
+        let groups = tributary_groups::Groups::open(
+            Arc::clone(&log),
+            Arc::new(MemoryGroupStore::new()),
+            tributary_groups::GroupsOptions::default(),
+        )
+        .await
+        .unwrap();
+        let state = AppState::new(log, groups, Config::default());
         let state_for_app = state.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

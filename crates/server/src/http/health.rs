@@ -35,11 +35,12 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let (tail_events, tail_bytes) = state.tail().len();
-    let text = state.metrics().render(&Snapshot {
+    let mut text = state.metrics().render(&Snapshot {
         log_head: *state.log().head().borrow(),
         tail_events,
         tail_bytes,
         commits: state.log().commit_stats(),
     });
+    crate::metrics::render_groups(&mut text, &state.groups().list());
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

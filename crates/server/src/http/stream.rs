@@ -14,13 +14,14 @@
 //! [`Encoded::sse_frame`]: tributary_core::Encoded::sse_frame
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{Extensions, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::stream::{self, Stream, StreamExt};
@@ -30,6 +31,7 @@ use tributary_core::{EventStream, Position, StreamItem, StreamOptions};
 
 use super::{ReadParams, parse_bool, parse_in_range, parse_position};
 use crate::app::AppState;
+use crate::connections::{OpenStream, StreamSettings};
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::metrics::Metrics;
@@ -40,6 +42,7 @@ const MAX_HEARTBEAT_SECS: u64 = 300;
 
 pub async fn stream(
     State(state): State<AppState>,
+    extensions: Extensions,
     headers: HeaderMap,
     mut query: Query,
 ) -> Result<Response, ApiError> {
@@ -68,17 +71,52 @@ pub async fn stream(
     query.finish()?;
     let resume = last_event_id(&headers)?;
     let since = params.start(state.log().as_ref(), resume).await?;
-
-    let options = StreamOptions {
+    let settings = StreamSettings {
         filter: params.filter,
-        since,
-        until: params.until,
-        snapshot_only,
+        heartbeat,
         batch_size,
     };
+    let open = state
+        .connections()
+        .open(None, settings.clone(), remote_addr(&extensions))?;
+    Ok(respond(
+        &state,
+        open,
+        settings,
+        since,
+        params.until,
+        snapshot_only,
+    ))
+}
+
+/// The client's address, when the server was started with it (not in some tests).
+pub(crate) fn remote_addr(extensions: &Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr)
+}
+
+/// The SSE response for a stream checked and counted under the connection cap.
+pub(crate) fn respond(
+    state: &AppState,
+    open: OpenStream,
+    settings: StreamSettings,
+    since: Position,
+    until: Option<Position>,
+    snapshot_only: bool,
+) -> Response {
+    let options = StreamOptions {
+        filter: settings.filter,
+        since,
+        until,
+        snapshot_only,
+        batch_size: settings.batch_size,
+    };
     let events = EventStream::new(Arc::clone(state.tail()), options);
-    let frames = frames(events, params.until, snapshot_only);
-    let body = sse_body(frames, heartbeat, Arc::clone(state.metrics()));
+    let ended = open.cancelled();
+    let frames =
+        frames(events, until, snapshot_only, Arc::new(open)).take_until(ended.cancelled_owned());
+    let body = sse_body(frames, settings.heartbeat, Arc::clone(state.metrics()));
     let headers = [
         (CONTENT_TYPE, "text/event-stream"),
         (CACHE_CONTROL, "no-cache"),
@@ -88,12 +126,12 @@ pub async fn stream(
             "no",
         ),
     ];
-    Ok((headers, Body::from_stream(body)).into_response())
+    (headers, Body::from_stream(body)).into_response()
 }
 
 /// The position an EventSource resumes after. Browsers send none (rather than an empty
 /// one) before the first `id:`, but an empty header is taken as none as well.
-fn last_event_id(headers: &HeaderMap) -> Result<Option<Position>, ApiError> {
+pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<Position>, ApiError> {
     let Some(value) = headers.get("last-event-id") else {
         return Ok(None);
     };
@@ -132,6 +170,9 @@ struct Frames {
     caught_up: bool,
     until: Option<Position>,
     snapshot_only: bool,
+    /// Its place in the connection list; counts what is sent, and frees the place when
+    /// the body is dropped.
+    open: Arc<OpenStream>,
 }
 
 /// The event frames and markers. `unfold` keeps a pending `next()` in its own state,
@@ -140,17 +181,22 @@ fn frames(
     events: EventStream,
     until: Option<Position>,
     snapshot_only: bool,
+    open: Arc<OpenStream>,
 ) -> impl Stream<Item = Chunk> + Send + 'static {
     let state = Frames {
         events,
         caught_up: false,
         until,
         snapshot_only,
+        open,
     };
     stream::unfold(Some(state), |state| async move {
         let mut st = state?;
         match st.events.next().await {
-            Some(Ok(StreamItem::Event(entry))) => Some(((entry.sse_frame(), 1), Some(st))),
+            Some(Ok(StreamItem::Event(entry))) => {
+                st.open.record(1);
+                Some(((entry.sse_frame(), 1), Some(st)))
+            }
             Some(Ok(StreamItem::CaughtUp { position })) => {
                 st.caught_up = true;
                 Some(((marker("caught-up", position), 0), Some(st)))
@@ -159,6 +205,7 @@ fn frames(
                 // Closing without `end` makes the client reconnect and resume, which is
                 // the best we can offer once the 200 is out.
                 tracing::warn!(error = %e, cursor = st.events.cursor(), "SSE stream failed");
+                st.open.fail(e.to_string());
                 None
             }
             None => {
