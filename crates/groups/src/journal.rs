@@ -21,8 +21,9 @@ use tributary_core::{GroupChange, GroupStore};
 pub(crate) struct Journal {
     queue: Mutex<Queue>,
     kick: Notify,
-    /// The number of the last batch the store has made durable.
-    flushed: watch::Sender<u64>,
+    /// The number of the last batch the store has made durable, and whether the
+    /// journal has stopped (nothing queued after that will be written).
+    flushed: watch::Sender<(u64, bool)>,
 }
 
 struct Queue {
@@ -43,7 +44,7 @@ impl Journal {
                 batch: 1,
             }),
             kick: Notify::new(),
-            flushed: watch::Sender::new(0),
+            flushed: watch::Sender::new((0, false)),
         })
     }
 
@@ -65,11 +66,18 @@ impl Journal {
     /// Waits until the ticket's batch is durable; false if the journal stopped first.
     pub async fn wait(&self, ticket: Ticket) -> bool {
         let mut flushed = self.flushed.subscribe();
-        flushed.wait_for(|done| *done >= ticket.0).await.is_ok()
+        match flushed
+            .wait_for(|(done, stopped)| *done >= ticket.0 || *stopped)
+            .await
+        {
+            Ok(state) => state.0 >= ticket.0,
+            Err(_) => false,
+        }
     }
 
     /// Applies queued changes until cancelled, then once more to drain. A failing store
-    /// is retried: the changes stay queued in order, and waiters keep waiting.
+    /// is retried: the changes stay queued in order, and waiters keep waiting (at
+    /// shutdown it gets a few more tries, then the waiters are told).
     pub async fn run(self: Arc<Self>, store: Arc<dyn GroupStore>, stop: CancellationToken) {
         let mut retry = Duration::from_millis(50);
         loop {
@@ -80,30 +88,37 @@ impl Journal {
                 q.batch += 1;
                 (std::mem::take(&mut q.changes), batch)
             };
-            if !changes.is_empty() {
-                loop {
-                    match store.apply(changes.clone()).await {
-                        Ok(()) => {
-                            retry = Duration::from_millis(50);
-                            break;
+            let mut tries = 0;
+            while !changes.is_empty() {
+                match store.apply(changes.clone()).await {
+                    Ok(()) => {
+                        retry = Duration::from_millis(50);
+                        break;
+                    }
+                    Err(tributary_core::GroupStoreError::Closed) => return self.stopped(),
+                    Err(e) => {
+                        tries += 1;
+                        tracing::error!(error = %e, changes = changes.len(), "group state not saved; retrying");
+                        if stop.is_cancelled() && tries >= 3 {
+                            return self.stopped();
                         }
-                        Err(tributary_core::GroupStoreError::Closed) => return,
-                        Err(e) => {
-                            tracing::error!(error = %e, changes = changes.len(), "group state not saved; retrying");
-                            tokio::time::sleep(retry).await;
-                            retry = (retry * 2).min(Duration::from_secs(5));
-                        }
+                        tokio::time::sleep(retry).await;
+                        retry = (retry * 2).min(Duration::from_secs(5));
                     }
                 }
             }
-            self.flushed.send_replace(batch);
+            self.flushed.send_modify(|(done, _)| *done = batch);
             if stopping {
-                return;
+                return self.stopped();
             }
             tokio::select! {
                 () = self.kick.notified() => {}
                 () = stop.cancelled() => {}
             }
         }
+    }
+
+    fn stopped(&self) {
+        self.flushed.send_modify(|(_, stopped)| *stopped = true);
     }
 }

@@ -285,7 +285,12 @@ impl Groups {
             .write()
             .remove(name)
             .ok_or_else(|| GroupError::NotFound(name.to_owned()))?;
-        group.stop.cancel();
+        // Cancelled under the state lock: every change is queued either before the
+        // barrier below, or by someone who then sees the group gone.
+        {
+            let _state = group.state.lock();
+            group.stop.cancel();
+        }
         group.ready.notify_waiters();
         // Changes already queued for it must land before the delete, or a group made
         // again under the same name could inherit them.
@@ -363,15 +368,11 @@ impl Groups {
             let ready = group.ready.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
-            if group.stop.is_cancelled() {
-                return Err(if self.stop.is_cancelled() {
-                    GroupError::Closed
-                } else {
-                    GroupError::NotFound(name.to_owned())
-                });
-            }
             let delivered = {
                 let mut s = group.state.lock();
+                if group.stop.is_cancelled() {
+                    return Err(self.gone(name));
+                }
                 let (delivered, changes) = s.deliver(member, max, Instant::now());
                 if !changes.is_empty() {
                     self.journal.push(changes);
@@ -400,6 +401,15 @@ impl Groups {
         }
     }
 
+    /// Why a group's handle stopped working: shutdown, or the group was deleted.
+    fn gone(&self, name: &str) -> GroupError {
+        if self.stop.is_cancelled() {
+            GroupError::Closed
+        } else {
+            GroupError::NotFound(name.to_owned())
+        }
+    }
+
     /// Runs `f` on the group's state and queues its changes; then waits until they are
     /// durable and wakes pullers and the group's task.
     async fn change<T>(
@@ -410,6 +420,9 @@ impl Groups {
         let group = self.group(name)?;
         let (value, ticket): (T, Ticket) = {
             let mut s = group.state.lock();
+            if group.stop.is_cancelled() {
+                return Err(self.gone(name));
+            }
             let (value, changes) = f(&mut s, Instant::now())?;
             (value, self.journal.push(changes))
         };
@@ -617,6 +630,10 @@ pub struct MemberGuard {
 impl Drop for MemberGuard {
     fn drop(&mut self) {
         let mut s = self.group.state.lock();
+        // A deleted group's state is gone from the store; nothing to hand back.
+        if self.group.stop.is_cancelled() {
+            return;
+        }
         let last = match s.members.get_mut(&self.member) {
             Some(m) => {
                 m.streams = m.streams.saturating_sub(1);
