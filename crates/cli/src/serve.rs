@@ -228,8 +228,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .context("writing to stdout")?;
     }
 
-    // TODO(groups): the SQLite group store replaces this before it lands.
-    let group_store = Arc::new(tributary_core::MemoryGroupStore::new());
+    // Consumer groups keep their state in the same database file as the log.
+    let group_store = Arc::new(log.group_store());
     tributary_server::serve(listener, Arc::new(log), group_store, server, shutdown)
         .await
         .context("serving")?;

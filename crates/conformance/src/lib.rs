@@ -1,5 +1,5 @@
-//! The conformance suite for [`Log`] backends: one set of cases, run against every
-//! backend so they cannot drift apart.
+//! The conformance suites for [`Log`] and [`GroupStore`] backends: one set of cases
+//! each, run against every backend so they cannot drift apart.
 //!
 //! A backend's test file calls [`log_conformance!`] with an async expression that makes
 //! a fresh, empty log plus a guard to keep alive (a temp dir, say):
@@ -10,8 +10,21 @@
 //! });
 //! ```
 //! Each case in [`cases`] becomes its own `#[tokio::test]`.
+//!
+//! [`group_store_conformance!`] does the same for group stores, with the cases in
+//! [`groups`]; the guard is where a store that lives inside its log keeps the log:
+//!
+//! ```ignore
+//! tributary_conformance::group_store_conformance!(async {
+//!     (std::sync::Arc::new(MemoryGroupStore::new()) as std::sync::Arc<dyn GroupStore>, ())
+//! });
+//! ```
+//!
+//! [`Log`]: tributary_core::Log
+//! [`GroupStore`]: tributary_core::GroupStore
 
 pub mod cases;
+pub mod groups;
 
 /// Expands to one `#[tokio::test]` per case in [`cases`].
 #[macro_export]
@@ -50,6 +63,38 @@ macro_rules! log_conformance {
             async fn $case() {
                 let (log, _guard) = $make.await;
                 $crate::cases::$case(log).await;
+            }
+        )*
+    };
+}
+
+/// Expands to one `#[tokio::test]` per case in [`groups`].
+#[macro_export]
+macro_rules! group_store_conformance {
+    ($make:expr) => {
+        $crate::group_store_conformance!(@cases $make;
+            create_then_load_returns_everything,
+            create_twice_is_refused_and_keeps_the_first,
+            delete_removes_the_group_and_its_state,
+            attempted_upserts_and_keeps_the_last_reason,
+            acked_marks_progress,
+            committed_drops_settled_progress_and_never_moves_back,
+            forget_drops_one_progress_row,
+            parked_moves_the_whole_event_to_the_dlq,
+            replayed_returns_an_entry_to_delivery,
+            discarded_drops_a_dlq_entry,
+            changes_to_unknown_groups_are_ignored,
+            progress_and_dlq_come_back_in_position_order,
+            groups_are_kept_apart,
+            a_large_batch_applies,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $make.await;
+                $crate::groups::$case(store).await;
             }
         )*
     };

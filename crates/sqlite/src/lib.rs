@@ -1,11 +1,16 @@
-//! Tributary's SQLite backend: [`SqliteLog`], a durable [`Log`] in one file.
+//! Tributary's SQLite backend: [`SqliteLog`], a durable [`Log`] in one file, and
+//! [`SqliteGroupStore`], the consumer groups' state kept in that same file.
 //!
 //! # Layout
 //! - [`options`]: [`SqliteOptions`] and [`Synchronous`], what `open` can be told.
+//! - `groups`: [`SqliteGroupStore`], the [`GroupStore`](tributary_core::GroupStore) of
+//!   [`SqliteLog::group_store`], and the SQL that mirrors each
+//!   [`GroupChange`](tributary_core::GroupChange).
 //! - `connection`: opening connections, the pragmas (WAL, `synchronous`, busy timeout)
 //!   and the `topic_match` SQL function.
 //! - `migrate`: the schema, versioned in `PRAGMA user_version`, and why it looks so.
-//! - `writer`: the writer thread, its group commit, and the [`WriterStats`] it counts.
+//! - `writer`: the writer thread, its group commit, the [`WriterStats`] it counts, and
+//!   the queue the log and its group stores share to reach it.
 //! - `read`: the reader pool, the read queries and the translation of filters to SQL.
 //! - `error`: SQLite errors as [`LogError::Storage`].
 //!
@@ -20,11 +25,14 @@
 //! - **A reader pool.** WAL lets readers run beside the writer; reads use their own
 //!   read-only connections on blocking threads and never queue behind appends. The
 //!   head moves only after a commit, so everything up to it is readable.
+//! - **Groups beside the events.** Group state is written by the same writer thread, in
+//!   the same file: one backup holds both, and there is still only one writer.
 
 pub mod options;
 
 mod connection;
 mod error;
+mod groups;
 mod migrate;
 mod read;
 mod writer;
@@ -41,12 +49,13 @@ use tributary_core::{
     TopicInfo,
 };
 
+pub use groups::SqliteGroupStore;
 pub use options::{ParseSynchronousError, SqliteOptions, Synchronous};
 pub use writer::WriterStats;
 
 use crate::error::storage;
 use crate::read::ReaderPool;
-use crate::writer::{AppendRequest, Command, Counters, Writer};
+use crate::writer::{AppendRequest, Command, Counters, Writer, WriterQueue};
 
 /// Append requests that may wait for the writer before `append` itself waits: enough to
 /// fill big groups, bounded so that a stalled disk pushes back on producers.
@@ -54,10 +63,11 @@ const QUEUE_DEPTH: usize = 4096;
 
 /// A [`Log`] stored in a SQLite database file (WAL mode).
 pub struct SqliteLog {
-    /// `None` once closed. Appends clone it; the writer stops when every clone is gone.
-    commands: Mutex<Option<mpsc::Sender<Command>>>,
+    /// Shared with the group stores; emptied by `close`.
+    queue: WriterQueue,
     writer: Mutex<Option<JoinHandle<()>>>,
-    readers: ReaderPool,
+    /// Shared with the group stores, which load through it.
+    readers: Arc<ReaderPool>,
     head: Arc<watch::Sender<Position>>,
     counters: Arc<Counters>,
     /// Read once at open: it never changes for the life of the file.
@@ -78,7 +88,7 @@ impl SqliteLog {
         let head = read::head_position(&conn).map_err(storage("reading the head position"))?;
         let log_id = read::log_id(&conn).map_err(storage("reading the log id"))?;
         // Readers after the writer: the file, its WAL and the schema exist by now.
-        let readers = ReaderPool::open(path.to_owned(), options.readers)?;
+        let readers = Arc::new(ReaderPool::open(path.to_owned(), options.readers)?);
         let head = Arc::new(watch::Sender::new(head));
         let counters = Arc::new(Counters::default());
         let (commands, queue) = mpsc::channel(QUEUE_DEPTH);
@@ -92,7 +102,7 @@ impl SqliteLog {
         .spawn()
         .map_err(storage("starting the sqlite writer thread"))?;
         Ok(SqliteLog {
-            commands: Mutex::new(Some(commands)),
+            queue: WriterQueue::new(commands),
             writer: Mutex::new(Some(writer)),
             readers,
             head,
@@ -106,31 +116,22 @@ impl SqliteLog {
         self.counters.snapshot()
     }
 
-    /// A handle on the writer's queue, or [`LogError::Closed`].
-    fn sender(&self) -> Result<mpsc::Sender<Command>, LogError> {
-        self.commands.lock().clone().ok_or(LogError::Closed)
+    /// The consumer groups' state, kept in this log's database file and written by its
+    /// writer thread. Every call returns a handle on the same state. Closing the log
+    /// closes it: writes then fail with
+    /// [`GroupStoreError::Closed`](tributary_core::GroupStoreError::Closed), so close the
+    /// groups before the log.
+    pub fn group_store(&self) -> SqliteGroupStore {
+        SqliteGroupStore::new(self.queue.clone(), Arc::clone(&self.readers))
     }
 
-    /// Sends `command` and waits for its answer. A writer that went away without
-    /// answering was closed under us, or died.
+    /// Sends `command` to the writer and waits for its answer.
     async fn ask<T>(
         &self,
         command: Command,
         answer: oneshot::Receiver<Result<T, LogError>>,
     ) -> Result<T, LogError> {
-        self.sender()?
-            .send(command)
-            .await
-            .map_err(|_| self.writer_gone())?;
-        answer.await.map_err(|_| self.writer_gone())?
-    }
-
-    fn writer_gone(&self) -> LogError {
-        if self.commands.lock().is_none() {
-            LogError::Closed
-        } else {
-            LogError::storage("the sqlite writer thread", "stopped unexpectedly")
-        }
+        self.queue.ask(command, answer).await?
     }
 }
 
@@ -206,9 +207,9 @@ impl Log for SqliteLog {
     }
 
     async fn close(&self) -> Result<(), LogError> {
-        // Dropping our sender lets the writer drain what is queued (and what appends in
-        // flight still send with their clones), then stop.
-        drop(self.commands.lock().take());
+        // The writer drains what is queued (and what appends and group writes in flight
+        // still send), then stops.
+        self.queue.close();
         let Some(writer) = self.writer.lock().take() else {
             return Ok(());
         };

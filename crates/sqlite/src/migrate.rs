@@ -16,6 +16,16 @@
 //!   random, made by the migration that creates the table, so it is born with the data
 //!   and dies with it (a wiped data dir gets a new one; LiveStore clients notice).
 //! - `UNIQUE (topic, seq)` is also the index for reading one topic by seq.
+//! - Consumer groups live in the same file as the events, so one backup holds both and a
+//!   restored group never points past the restored log. A group's rows are keyed by an
+//!   integer id rather than its name: progress rows are many and small, and a group
+//!   deleted and created again under the same name starts from nothing.
+//! - The group config is one JSON column: it is written once, read only at startup, and
+//!   never queried by field, so columns per field would only make adding a setting a
+//!   migration. Durations in it are milliseconds.
+//! - `group_progress` is `WITHOUT ROWID`: its rows are a few integers, and the primary
+//!   key `(group_id, position)` is the order `load` wants. `group_dlq` keeps its rowid
+//!   because each row holds a whole event as JSON, which may be large.
 
 use rusqlite::{Connection, TransactionBehavior};
 use tributary_core::LogError;
@@ -53,6 +63,32 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     ) STRICT, WITHOUT ROWID;
     INSERT INTO meta (key, value) VALUES ('log_id', lower(hex(randomblob(16))));",
+    // 3: consumer groups, their progress and their dead-letter queues.
+    "CREATE TABLE consumer_groups (
+        id         INTEGER PRIMARY KEY,
+        name       TEXT    NOT NULL UNIQUE,
+        config     TEXT    NOT NULL,
+        created_at INTEGER NOT NULL,
+        committed  INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE group_progress (
+        group_id    INTEGER NOT NULL,
+        position    INTEGER NOT NULL,
+        attempts    INTEGER NOT NULL,
+        acked       INTEGER NOT NULL,
+        last_reason TEXT,
+        replayed    INTEGER NOT NULL,
+        PRIMARY KEY (group_id, position)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE group_dlq (
+        group_id  INTEGER NOT NULL,
+        position  INTEGER NOT NULL,
+        attempts  INTEGER NOT NULL,
+        reason    TEXT    NOT NULL,
+        parked_at INTEGER NOT NULL,
+        event     TEXT    NOT NULL,
+        PRIMARY KEY (group_id, position)
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.

@@ -10,24 +10,78 @@
 //! Only after the commit does the thread move the head and answer the requests: a caller
 //! never hears "stored" before the data is durable, and a reader that sees the head
 //! move finds every position up to it.
+//!
+//! Consumer-group writes ([`GroupWrite`]) come through the same queue and run here too,
+//! each in a transaction of its own (see `groups` for why).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
+use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot, watch};
 use tributary_core::event::new_event_id;
 use tributary_core::{Appended, LogError, NewEvent, Position, Timestamp, Topic};
 
 use crate::error::{shared_storage, storage};
+use crate::groups::GroupWrite;
 
 /// What the writer thread is asked to do.
 pub(crate) enum Command {
     Append(AppendRequest),
     /// Answers whether a write transaction can start now (readiness checks).
     CheckWritable(oneshot::Sender<Result<(), LogError>>),
+    /// A consumer-group write, in a transaction of its own.
+    Group(GroupWrite),
+}
+
+/// The way into the writer's queue, shared by the log and its group stores. Emptied when
+/// the log is closed, so that closing the log closes its group stores too: they write
+/// through the same thread, which stops once every sender is gone.
+#[derive(Clone)]
+pub(crate) struct WriterQueue {
+    sender: Arc<Mutex<Option<mpsc::Sender<Command>>>>,
+}
+
+impl WriterQueue {
+    pub(crate) fn new(sender: mpsc::Sender<Command>) -> Self {
+        WriterQueue {
+            sender: Arc::new(Mutex::new(Some(sender))),
+        }
+    }
+
+    /// Drops the shared sender; the writer drains what is queued (and what callers in
+    /// flight still send with their clones), then stops.
+    pub(crate) fn close(&self) {
+        drop(self.sender.lock().take());
+    }
+
+    /// Sends `command` and waits for its answer: [`LogError::Closed`] after
+    /// [`close`](Self::close), and a storage error if the writer went away without
+    /// answering (it died).
+    pub(crate) async fn ask<R>(
+        &self,
+        command: Command,
+        answer: oneshot::Receiver<R>,
+    ) -> Result<R, LogError> {
+        // Cloned so that the lock is not held across the await; the clone is dropped
+        // right after sending, so it never keeps a closing writer alive.
+        let sender = self.sender.lock().clone().ok_or(LogError::Closed)?;
+        let sent = sender.send(command).await;
+        drop(sender);
+        sent.map_err(|_| self.gone())?;
+        answer.await.map_err(|_| self.gone())
+    }
+
+    fn gone(&self) -> LogError {
+        if self.sender.lock().is_none() {
+            LogError::Closed
+        } else {
+            LogError::storage("the sqlite writer thread", "stopped unexpectedly")
+        }
+    }
 }
 
 pub(crate) struct AppendRequest {
@@ -100,6 +154,7 @@ impl Writer {
                 Command::CheckWritable(reply) => {
                     let _ = reply.send(self.check_writable());
                 }
+                Command::Group(write) => write.run(&mut self.conn),
                 Command::Append(first) => {
                     let mut events = first.batch.len();
                     let mut group = vec![first];

@@ -106,8 +106,8 @@ async fn the_file_is_in_wal_mode_with_a_schema_version() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     assert_eq!(
-        version, 2,
-        "events and topics, then the meta table with the log id"
+        version, 3,
+        "events and topics, then the meta table with the log id, then consumer groups"
     );
 }
 
