@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// Most bytes the in-memory tail may hold [default: 67108864]
     #[arg(long, env = "TRIBUTARY_TAIL_MAX_BYTES", value_name = "BYTES")]
     tail_max_bytes: Option<usize>,
+    /// Most open SSE event streams (and registered ones); past it, 503 with Retry-After
+    /// [default: 10000]
+    #[arg(long, env = "TRIBUTARY_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
 }
 
 /// The config file: every key optional, unknown keys refused.
@@ -79,6 +83,7 @@ struct FileConfig {
     shutdown_timeout_secs: Option<u64>,
     tail_max_events: Option<usize>,
     tail_max_bytes: Option<usize>,
+    max_connections: Option<usize>,
 }
 
 fn synchronous_from_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Synchronous>, D::Error> {
@@ -173,6 +178,12 @@ impl Settings {
         )? {
             server.tail.max_bytes = v;
         }
+        if let Some(v) = positive(
+            "max_connections",
+            args.max_connections.or(file.max_connections),
+        )? {
+            server.max_connections = v;
+        }
         Ok(Settings {
             addr,
             data,
@@ -219,6 +230,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_timeout = ?server.shutdown_timeout,
         tail_max_events = server.tail.max_events,
         tail_max_bytes = server.tail.max_bytes,
+        max_connections = server.max_connections,
         "starting"
     );
     {
@@ -312,6 +324,7 @@ mod tests {
             file.shutdown_timeout_secs.is_some(),
             file.tail_max_events.is_some(),
             file.tail_max_bytes.is_some(),
+            file.max_connections.is_some(),
         ];
         assert!(every_key.iter().all(|&k| k), "{file:?}");
 
@@ -326,6 +339,7 @@ mod tests {
         assert_eq!(a.max_batch_events, b.max_batch_events);
         assert_eq!(a.heartbeat, b.heartbeat);
         assert_eq!(a.shutdown_timeout, b.shutdown_timeout);
+        assert_eq!(a.max_connections, b.max_connections);
         assert_eq!(a.tail.max_events, b.tail.max_events);
         assert_eq!(a.tail.max_bytes, b.tail.max_bytes);
         // And the defaults are the libraries' own, not copies that could drift.
