@@ -15,6 +15,32 @@
 //!
 //! Memory per group is bounded by its window (`GroupsOptions::window` events read ahead
 //! of the committed position) plus its dead-letter queue.
+//!
+//! # Embedded use
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use std::time::Duration;
+//! # use tributary_core::*;
+//! # use tributary_groups::*;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
+//! let groups = Groups::open(log.clone(), Arc::new(MemoryGroupStore::new()), GroupsOptions::default()).await?;
+//! let filter = Filter { topics: vec![TopicPattern::new("orders.>")?], ..Filter::default() };
+//! groups.create(GroupConfig::new("billing", filter), Start::Earliest).await?;
+//!
+//! log.append(vec![NewEvent::new(Topic::new("orders.eu")?, "created", Args::null())]).await?;
+//! let deliveries = groups.pull("billing", "worker-1", 10, Duration::from_secs(5)).await?;
+//! for d in &deliveries {
+//!     println!("{} attempt {}: {}", d.id, d.attempt, d.event.name);
+//! }
+//! let ids: Vec<DeliveryId> = deliveries.iter().map(|d| d.id).collect();
+//! groups.ack("billing", &ids).await?;
+//! assert_eq!(groups.info("billing")?.lag, 0);
+//! # Ok(())
+//! # }
+//! ```
 
 mod journal;
 mod state;
