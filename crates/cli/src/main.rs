@@ -1,16 +1,23 @@
 //! `tributary`: the one binary. A thin layer of argument parsing over the server crate
-//! (`serve`) and the client crate (`publish`, `tail`, `history`, `topics`).
+//! (`serve`) and the client crate (`publish`, `tail`, `history`, `topics`, `consume`,
+//! `groups`).
 //!
 //! # Layout
 //! - `main.rs`: the command line, logging set-up and error reporting.
 //! - `serve`: the `serve` command and its settings (flags, environment, config file).
 //! - `publish`: one event from flags, or NDJSON from stdin in batches.
 //! - `read`: `tail`, `history` and `topics`, which print JSON lines.
+//! - `consume`: one member of a consumer group, running a command per delivery (or
+//!   printing it) and acking or nacking it.
+//! - `groups`: `groups create|list|show|delete|dlq|replay|discard`.
 //!
 //! Output contract (tests and scripts rely on it): `serve` prints exactly one line,
 //! `tributary listening on http://<addr>`, to stdout; every other command prints JSON,
-//! one value per line, to stdout; logs, progress and hints go to stderr.
+//! one value per line, to stdout (`consume --exec` leaves stdout to the command it
+//! runs); logs, progress and hints go to stderr.
 
+mod consume;
+mod groups;
 mod publish;
 mod read;
 mod serve;
@@ -69,6 +76,29 @@ enum Command {
     History(read::HistoryArgs),
     /// Print every topic with its head seq, event count and last position, as JSON lines.
     Topics(read::TopicsArgs),
+    /// Consume a group as one member: run a command per delivery, or print each event
+    ///
+    /// Pulls deliveries from GROUP (long polls) as member --member and handles them one
+    /// after another, in the order they came, so the group's per-key order holds.
+    ///
+    /// With --exec, runs CMD with `sh -c` for each delivery, the event as one JSON line
+    /// on its stdin and these in its environment:
+    ///   TRIBUTARY_DELIVERY_ID  TRIBUTARY_ATTEMPT  TRIBUTARY_POSITION  TRIBUTARY_TOPIC
+    /// Exit status 0 acks the delivery; anything else nacks it with the reason
+    /// "exit status N: <the last line of its stderr>", and the group redelivers it after
+    /// its backoff (or parks it in the dead-letter queue after max_deliveries). The
+    /// command's stdout and stderr are passed through.
+    ///
+    /// Without --exec, prints each event as one JSON line on stdout and acks it.
+    ///
+    /// Runs until --count acks are done, or until SIGINT/SIGTERM: then it finishes the
+    /// current delivery, settles it, hands back the rest of the pull and exits 0 (a
+    /// second signal exits at once). Nacks and a summary ("acked N, nacked M") go to
+    /// stderr.
+    #[command(verbatim_doc_comment)]
+    Consume(consume::ConsumeArgs),
+    /// Manage consumer groups and their dead-letter queues
+    Groups(groups::GroupsArgs),
 }
 
 /// Where the server is, for the client commands.
@@ -90,7 +120,7 @@ impl Conn {
     }
 }
 
-/// The filter flags shared by `tail` and `history`. Values of one flag are ORed, different
+/// The filter flags shared by `tail`, `history` and `groups create`. Values of one flag are ORed, different
 /// flags are ANDed.
 #[derive(Args, Debug, Clone, Default)]
 struct FilterArgs {
@@ -170,6 +200,8 @@ fn main() -> ExitCode {
             Command::Tail(args) => read::tail(args).await,
             Command::History(args) => read::history(args).await,
             Command::Topics(args) => read::topics(args).await,
+            Command::Consume(args) => consume::run(args).await,
+            Command::Groups(args) => groups::run(args).await,
         }
     });
     // Nothing useful is left running; a blocking read of stdin must not hold the exit.

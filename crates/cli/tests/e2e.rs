@@ -8,6 +8,7 @@ mod e2e {
     mod cli;
     mod durability;
     mod groups;
+    mod groups_cli;
     mod livestore;
     mod publish;
     mod resume;

@@ -1,4 +1,5 @@
-//! [`Client`]: publish, history, topics, and the entry point of subscriptions.
+//! [`Client`]: publish, history, topics, the entry point of subscriptions, and the
+//! request plumbing every call shares (consumer groups' calls are in `groups`).
 
 use std::time::Duration;
 
@@ -241,9 +242,22 @@ impl Client {
     }
 
     /// Sends a request and returns the body of a 2xx answer, or the error it carries.
-    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<bytes::Bytes, ClientError> {
+    pub(crate) async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, ClientError> {
+        self.send_within(req, Duration::ZERO).await
+    }
+
+    /// [`Client::send`] for a request the server may hold for `extra` before it answers
+    /// (a long poll): it gets that much longer than the usual request timeout.
+    pub(crate) async fn send_within(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        extra: Duration,
+    ) -> Result<bytes::Bytes, ClientError> {
         if let Some(timeout) = self.request_timeout {
-            req = req.timeout(timeout);
+            req = req.timeout(timeout + extra);
         }
         let resp = req
             .header(ACCEPT, "application/json")
@@ -259,12 +273,22 @@ impl Client {
         }
     }
 
-    async fn send_json<T: DeserializeOwned>(
+    pub(crate) async fn send_json<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<T, ClientError> {
-        let body = self.send(req).await?;
+        self.send_json_within(req, what, Duration::ZERO).await
+    }
+
+    /// [`Client::send_json`] with [`Client::send_within`]'s extra time.
+    pub(crate) async fn send_json_within<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+        extra: Duration,
+    ) -> Result<T, ClientError> {
+        let body = self.send_within(req, extra).await?;
         serde_json::from_slice(&body)
             .map_err(|e| ClientError::decode(format!("{what} is not valid"), e))
     }

@@ -40,6 +40,13 @@ pub enum ClientError {
         /// The topic's actual head seq.
         head_seq: u64,
     },
+    /// A group name that cannot be put in a URL path (empty, `.` or `..`); nothing was
+    /// sent.
+    #[error("group name {name:?} cannot be addressed in a URL path")]
+    InvalidGroupName {
+        /// The name as given.
+        name: String,
+    },
     /// The request could not be sent or its answer not received (connection refused,
     /// reset, timeout, ...).
     #[error("request to the server failed")]
@@ -63,6 +70,17 @@ impl ClientError {
             ClientError::Api { status, .. } => Some(*status),
             ClientError::SeqConflict { .. } => Some(StatusCode::CONFLICT),
             ClientError::Http(e) => e.status(),
+            _ => None,
+        }
+    }
+
+    /// The server's stable error code, for [`ClientError::Api`] and
+    /// [`ClientError::SeqConflict`] (`"seq_conflict"`): what a caller matches on, such as
+    /// `"not_found"`, `"group_exists"` or `"stale_delivery"`.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            ClientError::SeqConflict { .. } => Some("seq_conflict"),
             _ => None,
         }
     }
@@ -157,6 +175,23 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(e.status(), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(e.code(), Some("invalid_filter"));
+    }
+
+    #[test]
+    fn group_errors_are_told_apart_by_code() {
+        let stale = ClientError::from_response(
+            StatusCode::CONFLICT,
+            br#"{"error":{"code":"stale_delivery","message":"1201.1 is not a current delivery"}}"#,
+        );
+        let missing = ClientError::from_response(
+            StatusCode::NOT_FOUND,
+            br#"{"error":{"code":"not_found","message":"no group billing"}}"#,
+        );
+        assert_eq!(stale.code(), Some("stale_delivery"));
+        assert_eq!(stale.status(), Some(StatusCode::CONFLICT));
+        assert_eq!(missing.code(), Some("not_found"));
+        assert!(stale.to_string().contains("1201.1"), "{stale}");
     }
 
     #[test]

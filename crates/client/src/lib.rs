@@ -10,9 +10,20 @@
 //!   (`GET /api/v1/events/stream`): history first, then live. The [`Subscription`]
 //!   reconnects by itself with exponential backoff and `Last-Event-ID`, and yields every
 //!   event exactly once, in position order.
+//! - Consumer groups (`/api/v1/groups`): [`Client::create_group`] from a [`GroupSpec`],
+//!   [`Client::group`] and [`Client::groups`] ([`GroupInfo`]), [`Client::delete_group`];
+//!   a member [`Client::pull`]s [`Delivery`]s (long poll) and settles each with
+//!   [`Client::ack`], [`Client::nack`] or [`Client::term`]; the dead-letter queue is read
+//!   with [`Client::dlq`] ([`DlqPage`] of [`DlqEntry`]) and emptied with
+//!   [`Client::replay`] and [`Client::discard`]. Durations go over the wire as `30s`,
+//!   `1500ms` ([`format_duration`], [`parse_duration`]).
+//! - Every failure is a [`ClientError`]; the server's error code (`not_found`,
+//!   `stale_delivery`, ...) is [`ClientError::code`].
 //!
 //! # Layout
 //! - `client`: [`Client`], [`HistoryQuery`], [`HistoryPage`].
+//! - `groups`: [`GroupSpec`], [`GroupInfo`], [`MemberInfo`], [`Delivery`], [`DlqEntry`],
+//!   [`DlqPage`], the duration format, and the consumer-group methods of [`Client`].
 //! - `subscribe`: [`Subscription`], [`SubscribeOptions`], [`SubscriptionEvent`], [`Backoff`].
 //! - [`sse`]: a small incremental parser for the `text/event-stream` format.
 //! - `error`: [`ClientError`].
@@ -53,9 +64,14 @@
 
 mod client;
 mod error;
+mod groups;
 pub mod sse;
 mod subscribe;
 
 pub use client::{Client, HistoryPage, HistoryQuery};
 pub use error::ClientError;
+pub use groups::{
+    Delivery, DlqEntry, DlqPage, GroupInfo, GroupSpec, MemberInfo, ParseDurationError,
+    format_duration, parse_duration,
+};
 pub use subscribe::{Backoff, SubscribeOptions, Subscription, SubscriptionEvent};

@@ -482,3 +482,94 @@ async fn connection_refused_is_an_http_error_for_requests() {
     let err = client.topics().await.unwrap_err();
     assert!(matches!(err, ClientError::Http(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn group_calls_send_the_documented_requests_and_keep_error_codes() {
+    let event = r#"{"position":8,"topic":"jobs.7","seq":1,"parent_seq":0,"name":"v1.Job","args":{},"id":"e8","timestamp":"2026-11-22T03:00:00.000Z"}"#;
+    let server = FakeServer::start(vec![
+        Answer::json(
+            200,
+            &format!(r#"{{"deliveries":[{{"delivery_id":"8.1","attempt":1,"event":{event}}}]}}"#),
+        ),
+        Answer::json(200, r#"{"acked":1}"#),
+        Answer::json(
+            409,
+            r#"{"error":{"code":"stale_delivery","message":"8.1 is not a current delivery"}}"#,
+        ),
+        Answer::json(200, r#"{"nacked":1}"#),
+        Answer::json(200, r#"{"terminated":1}"#),
+        Answer::json(200, r#"{"replayed":2}"#),
+        Answer::json(200, r#"{"replayed":1}"#),
+        Answer::json(
+            404,
+            r#"{"error":{"code":"not_found","message":"no group named \"gone\""}}"#,
+        ),
+        Answer::json(204, ""),
+    ])
+    .await;
+    let client = Client::new(&server.url).unwrap();
+
+    let pulled = client
+        .pull("work", "w-1", 10, Duration::from_millis(5000))
+        .await
+        .unwrap();
+    assert_eq!(pulled.len(), 1);
+    assert_eq!(
+        (pulled[0].delivery_id.as_str(), pulled[0].event.position),
+        ("8.1", 8)
+    );
+    assert_eq!(client.ack("work", &["8.1"]).await.unwrap(), 1);
+    let stale = client.ack("work", &["8.1"]).await.unwrap_err();
+    assert_eq!(stale.code(), Some("stale_delivery"), "{stale:?}");
+    let n = client
+        .nack(
+            "work",
+            &[String::from("8.2")],
+            Some(Duration::from_millis(1500)),
+            Some("exit status 1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(client.term("work", &["8.3"], "poison").await.unwrap(), 1);
+    assert_eq!(client.replay("work", None).await.unwrap(), 2);
+    assert_eq!(client.replay("work", Some(&[8])).await.unwrap(), 1);
+    let missing = client.group("gone").await.unwrap_err();
+    assert_eq!(missing.code(), Some("not_found"), "{missing:?}");
+    client.discard("work", 8).await.unwrap();
+    // An empty list is answered without a request.
+    assert_eq!(client.ack::<&str>("work", &[]).await.unwrap(), 0);
+
+    let requests = server.requests();
+    let lines: Vec<&str> = requests.iter().map(Request::line).collect();
+    assert_eq!(
+        lines,
+        [
+            "POST /api/v1/groups/work/pull HTTP/1.1",
+            "POST /api/v1/groups/work/ack HTTP/1.1",
+            "POST /api/v1/groups/work/ack HTTP/1.1",
+            "POST /api/v1/groups/work/nack HTTP/1.1",
+            "POST /api/v1/groups/work/term HTTP/1.1",
+            "POST /api/v1/groups/work/dlq/replay HTTP/1.1",
+            "POST /api/v1/groups/work/dlq/replay HTTP/1.1",
+            "GET /api/v1/groups/gone HTTP/1.1",
+            "DELETE /api/v1/groups/work/dlq/8 HTTP/1.1",
+        ]
+    );
+    let body = |i: usize| -> serde_json::Value { serde_json::from_str(&requests[i].body).unwrap() };
+    assert_eq!(
+        body(0),
+        serde_json::json!({"member": "w-1", "max": 10, "wait_ms": 5000})
+    );
+    assert_eq!(body(1), serde_json::json!({"delivery_ids": ["8.1"]}));
+    assert_eq!(
+        body(3),
+        serde_json::json!({"delivery_ids": ["8.2"], "delay": "1500ms", "reason": "exit status 1"})
+    );
+    assert_eq!(
+        body(4),
+        serde_json::json!({"delivery_ids": ["8.3"], "reason": "poison"})
+    );
+    assert_eq!(body(5), serde_json::json!({}));
+    assert_eq!(body(6), serde_json::json!({"ids": [8]}));
+}

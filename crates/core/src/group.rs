@@ -124,6 +124,10 @@ pub fn check_group_name(name: &str) -> Result<(), String> {
             "a group name has 1 to {MAX_GROUP_NAME_LEN} characters"
         ));
     }
+    // A name of dots alone cannot be one URL path segment (clients drop `.` and `..`).
+    if name.chars().all(|c| c == '.') {
+        return Err(format!("invalid group name {name:?}: not only dots"));
+    }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
