@@ -94,6 +94,21 @@ export async function openClient(baseUrl, storeId, transport, clientId, { onSync
      * its leader, which can be synced while the leader has not pushed anything yet; the
      * leader's own state says what the server has confirmed.
      */
+    /**
+     * The first `n` events of the client's own eventlog, in its order, as `[seq, id]`
+     * pairs: what the client applied, and where.
+     */
+    eventlog: async (n) => {
+      const out = []
+      const read = (async () => {
+        for await (const e of store.events({ until: { global: n, client: 0, rebaseGeneration: 0 } })) {
+          out.push([e.seqNum.global ?? e.seqNum, e.args.id])
+          if (out.length >= n) break
+        }
+      })()
+      await Promise.race([read, sleep(5000)])
+      return out
+    },
     backend: async () => {
       const s = await Effect.runPromise(store[StoreInternalsSymbol].clientSession.leaderThread.syncState.get)
       return { pending: s.pending.length, head: s.upstreamHead.global }
