@@ -7,6 +7,8 @@
 //! that is still open ends the older one (that is usually a client reconnecting over a
 //! half-dead TCP connection).
 //!
+//! Consumer-group member streams are listed too (kind `group`), under the same cap.
+//!
 //! The cap on open streams is checked when a stream opens; a full server answers 503
 //! with `Retry-After`, before any byte of the stream is sent.
 
@@ -34,9 +36,20 @@ pub enum Status {
     Error,
 }
 
-/// Options a registered stream is opened with.
+/// What a stream carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StreamKind {
+    /// The log's events (`/api/v1/events/stream`, or a registered stream).
+    Events,
+    /// A consumer group's deliveries to one member.
+    Group { group: String, member: String },
+}
+
+/// Options a stream is opened with (a registered one keeps them between reconnects).
 #[derive(Clone, Debug)]
 pub struct StreamSettings {
+    pub kind: StreamKind,
     pub filter: Filter,
     pub heartbeat: Duration,
     pub batch_size: usize,
@@ -67,6 +80,8 @@ struct State {
 #[derive(Clone, Debug, Serialize)]
 pub struct ConnectionInfo {
     pub id: String,
+    #[serde(flatten)]
+    pub kind: StreamKind,
     pub registered: bool,
     pub status: Status,
     pub filter: Filter,
@@ -247,6 +262,7 @@ impl Connection {
         let st = self.state.lock();
         ConnectionInfo {
             id: self.id.clone(),
+            kind: self.settings.kind.clone(),
             registered: self.registered,
             status: st.status,
             filter: self.settings.filter.clone(),
@@ -321,6 +337,7 @@ mod tests {
 
     fn settings() -> StreamSettings {
         StreamSettings {
+            kind: StreamKind::Events,
             filter: Filter::all(),
             heartbeat: Duration::from_secs(15),
             batch_size: 100,

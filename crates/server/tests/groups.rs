@@ -291,9 +291,31 @@ async fn a_stream_member_gets_deliveries_and_hands_them_on_when_it_closes() {
     assert_eq!(g["members"][0]["in_flight"], 2);
     s.post("/api/v1/groups/g/ack", json!({"delivery_ids": ["1.1"]}))
         .await;
+    // Listed with the other streams.
+    let (_, list) = s.get("/api/v1/connections").await;
+    let conn = &list["connections"][0];
+    assert_eq!(
+        (
+            &conn["kind"],
+            &conn["group"],
+            &conn["member"],
+            &conn["events_delivered"]
+        ),
+        (&json!("group"), &json!("g"), &json!("sse-1"), &json!(2)),
+        "{conn}"
+    );
 
-    // The stream closes holding 2.1: another member gets it at once.
-    drop(body);
+    // Ended by deleting the connection, holding 2.1: another member gets it at once.
+    let id = conn["id"].as_str().unwrap();
+    let (status, _) = s
+        .send("DELETE", &format!("/api/v1/connections/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended");
     let handed = s.pull("g", "puller", 10).await;
     assert_eq!(ids(&handed), ["2.2"]);
 }

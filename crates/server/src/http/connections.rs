@@ -16,7 +16,7 @@ use tributary_core::stream::{DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE};
 use super::stream::{last_event_id, remote_addr, respond};
 use super::{ReadParams, parse_bool};
 use crate::app::AppState;
-use crate::connections::StreamSettings;
+use crate::connections::{StreamKind, StreamSettings};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Query, parse_json};
 
@@ -67,6 +67,7 @@ pub async fn register(
         }
     };
     let conn = state.connections().register(StreamSettings {
+        kind: StreamKind::Events,
         filter,
         heartbeat,
         batch_size,

@@ -9,8 +9,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::stream;
@@ -21,7 +21,9 @@ use tributary_groups::{
     Delivery, DeliveryId, GroupError, GroupInfo, Groups, format_duration, parse_duration,
 };
 
+use super::stream::remote_addr;
 use crate::app::AppState;
+use crate::connections::{OpenStream, StreamKind, StreamSettings};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Query, parse_json};
 
@@ -403,6 +405,7 @@ pub async fn discard(
 pub async fn stream(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    extensions: Extensions,
     mut query: Query,
 ) -> Result<Response, ApiError> {
     if state.is_draining() {
@@ -427,7 +430,23 @@ pub async fn stream(
     };
     query.finish()?;
     let groups: Arc<Groups> = Arc::clone(state.groups());
+    let info = groups.info(&name)?;
     let guard = groups.join(&name, &member)?;
+    // Listed with the other streams, and counted under the same cap.
+    let open = state.connections().open(
+        None,
+        StreamSettings {
+            kind: StreamKind::Group {
+                group: name.clone(),
+                member: member.clone(),
+            },
+            filter: info.config.filter,
+            heartbeat,
+            batch_size: info.config.max_in_flight as usize,
+        },
+        remote_addr(&extensions),
+    )?;
+    let ended = open.cancelled();
     let live = state.metrics().live_connection();
     let metrics = Arc::clone(state.metrics());
     struct Member {
@@ -436,6 +455,7 @@ pub async fn stream(
         name: String,
         member: String,
         heartbeat: Duration,
+        open: OpenStream,
         _guard: tributary_groups::MemberGuard,
     }
     let first = Bytes::from_static(b"retry: 1000\n\n");
@@ -445,6 +465,7 @@ pub async fn stream(
         name,
         member,
         heartbeat,
+        open,
         _guard: guard,
     };
     let body = stream::unfold(Some((st, Some(first))), |st| async move {
@@ -461,6 +482,7 @@ pub async fn stream(
                 Some((Bytes::from_static(b": heartbeat\n\n"), Some((st, None))))
             }
             Ok(deliveries) => {
+                st.open.record(deliveries.len() as u64);
                 let mut out = String::new();
                 for d in &deliveries {
                     out.push_str("data: ");
@@ -473,6 +495,8 @@ pub async fn stream(
             Err(_) => None,
         }
     });
+    // A DELETE of the connection ends the stream (and the member leaves).
+    let body = futures::StreamExt::take_until(body, ended.cancelled_owned());
     let body = futures::StreamExt::map(body, move |bytes| {
         let _ = &live;
         metrics.record_sent(0, bytes.len());

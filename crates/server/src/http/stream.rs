@@ -31,7 +31,7 @@ use tributary_core::{EventStream, Position, StreamItem, StreamOptions};
 
 use super::{ReadParams, parse_bool, parse_in_range, parse_position};
 use crate::app::AppState;
-use crate::connections::{OpenStream, StreamSettings};
+use crate::connections::{OpenStream, StreamKind, StreamSettings};
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::metrics::Metrics;
@@ -72,6 +72,7 @@ pub async fn stream(
     let resume = last_event_id(&headers)?;
     let since = params.start(state.log().as_ref(), resume).await?;
     let settings = StreamSettings {
+        kind: StreamKind::Events,
         filter: params.filter,
         heartbeat,
         batch_size,
