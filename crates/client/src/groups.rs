@@ -3,8 +3,9 @@
 //! dead-letter queue's [`DlqEntry`] and [`DlqPage`]. The [`Client`] methods that speak
 //! to these endpoints are at the end of this file.
 //!
-//! Durations travel as strings with a unit (`250ms`, `30s`, `5m`, `1h`);
-//! [`format_duration`] and [`parse_duration`] are the two directions.
+//! Durations travel as strings with a unit (`250ms`, `30s`, `5m`, `1h`, `7d`);
+//! [`format_duration`] and [`parse_duration`] (from `tributary_core::duration`) are the
+//! two directions.
 
 use std::time::Duration;
 
@@ -15,89 +16,8 @@ use tributary_core::{Event, Filter, Ordering, Position, Start, Timestamp};
 use crate::client::Client;
 use crate::error::ClientError;
 
-/// A duration that could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {text:?}: {reason}")]
-pub struct ParseDurationError {
-    /// The text as given.
-    pub text: String,
-    /// What is wrong with it.
-    pub reason: &'static str,
-}
-
-/// Reads a duration the way the server writes them: a whole number and a unit, `ms`,
-/// `s`, `m` or `h` (`250ms`, `30s`, `5m`, `1h`).
-pub fn parse_duration(text: &str) -> Result<Duration, ParseDurationError> {
-    let err = |reason| ParseDurationError {
-        text: text.to_owned(),
-        reason,
-    };
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| err("a unit is needed: ms, s, m or h (like 30s)"))?;
-    let (number, unit) = trimmed.split_at(split);
-    if number.is_empty() {
-        return Err(err("expected a whole number and a unit, like 30s"));
-    }
-    let n: u64 = number.parse().map_err(|_| err("the number is too large"))?;
-    let ms = match unit {
-        "ms" => Some(n),
-        "s" => n.checked_mul(1_000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        _ => return Err(err("the unit is ms, s, m or h (like 30s)")),
-    }
-    .ok_or_else(|| err("the duration is too long"))?;
-    Ok(Duration::from_millis(ms))
-}
-
-/// Writes a duration in the largest unit that holds it exactly (`1500ms`, `30s`, `5m`,
-/// `1h`). The wire has whole milliseconds only, so a fraction of a millisecond is
-/// rounded up: a short, non-zero duration never becomes zero.
-pub fn format_duration(d: Duration) -> String {
-    let mut ms = d.as_millis();
-    if !d.subsec_nanos().is_multiple_of(1_000_000) {
-        ms += 1;
-    }
-    match ms {
-        0 => "0s".to_owned(),
-        ms if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
-        ms if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
-        ms if ms.is_multiple_of(1_000) => format!("{}s", ms / 1_000),
-        ms => format!("{ms}ms"),
-    }
-}
-
-/// Serde adapters for durations as strings with a unit.
-mod duration_text {
-    use super::*;
-    use serde::Deserializer;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_duration(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_duration(&text).map_err(serde::de::Error::custom)
-    }
-
-    pub mod list {
-        use super::*;
-
-        pub fn serialize<S: Serializer>(list: &[Duration], s: S) -> Result<S::Ok, S::Error> {
-            s.collect_seq(list.iter().map(|d| format_duration(*d)))
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-            Vec::<String>::deserialize(d)?
-                .iter()
-                .map(|t| parse_duration(t).map_err(serde::de::Error::custom))
-                .collect()
-        }
-    }
-}
+use tributary_core::duration::text as duration_text;
+pub use tributary_core::duration::{ParseDurationError, format_duration, parse_duration};
 
 /// What [`Client::create_group`] creates. Only the name is required; every `None` takes
 /// the server's default (start `latest`, ack_wait 30 s, 5 deliveries, backoff 1 s, 5 s,
@@ -582,51 +502,6 @@ impl Client {
 mod tests {
     use super::*;
     use tributary_core::TopicPattern;
-
-    #[test]
-    fn durations_read_and_write_with_units() {
-        for (text, ms) in [
-            ("250ms", 250),
-            ("30s", 30_000),
-            ("5m", 300_000),
-            ("1h", 3_600_000),
-            ("0s", 0),
-            (" 7s ", 7_000),
-        ] {
-            assert_eq!(
-                parse_duration(text),
-                Ok(Duration::from_millis(ms)),
-                "{text}"
-            );
-        }
-        for bad in [
-            "",
-            "30",
-            "s",
-            "1.5s",
-            "-1s",
-            "10 s",
-            "3d",
-            "99999999999999999999s",
-        ] {
-            let e = parse_duration(bad).unwrap_err();
-            assert!(e.to_string().contains("invalid duration"), "{bad}: {e}");
-        }
-        assert!(parse_duration("30").unwrap_err().reason.contains("unit"));
-
-        for (ms, text) in [
-            (0, "0s"),
-            (1500, "1500ms"),
-            (30_000, "30s"),
-            (90_000, "90s"),
-            (300_000, "5m"),
-            (7_200_000, "2h"),
-        ] {
-            assert_eq!(format_duration(Duration::from_millis(ms)), text);
-        }
-        assert_eq!(format_duration(Duration::from_micros(1)), "1ms");
-        assert_eq!(format_duration(Duration::from_micros(1_000_001)), "1001ms");
-    }
 
     #[test]
     fn a_bare_spec_sends_only_its_name() {

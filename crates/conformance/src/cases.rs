@@ -1,5 +1,7 @@
 //! The cases. Each takes a fresh, empty log.
 
+pub use crate::retention::*;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -410,6 +412,7 @@ pub async fn stream_switches_from_history_to_live_without_gap(log: Arc<dyn Log>)
         match item {
             StreamItem::Event(e) => positions.push(e.event.position),
             StreamItem::CaughtUp { .. } => caught_up += 1,
+            other => panic!("nothing was removed, got {other:?}"),
         }
     }
     writer.await.unwrap();

@@ -25,6 +25,7 @@
 
 pub mod cases;
 pub mod groups;
+pub mod retention;
 
 /// Expands to one `#[tokio::test]` per case in [`cases`].
 #[macro_export]
@@ -48,6 +49,14 @@ macro_rules! log_conformance {
             stream_switches_from_history_to_live_without_gap,
             read_topic_pages_by_seq,
             log_id_is_stable,
+            topic_settings_round_trip,
+            prune_by_count_removes_the_oldest_first,
+            prune_by_age_removes_what_is_older,
+            removing_the_newest_events_never_reuses_positions,
+            a_removed_event_id_may_be_used_again,
+            max_event_bytes_refuses_the_whole_batch,
+            a_stream_behind_retention_is_told,
+            live_streams_go_on_past_removed_positions,
         );
         // The one case that needs two fresh logs at once.
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

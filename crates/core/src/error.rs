@@ -33,6 +33,15 @@ pub enum LogError {
         head: u64,
         index: usize,
     },
+    /// An event is larger than its topic's `max_event_bytes`; nothing of the batch was
+    /// stored.
+    #[error("event {index} of the batch weighs {size} bytes; topic {topic} takes at most {max}")]
+    EventTooLarge {
+        topic: String,
+        size: u64,
+        max: u64,
+        index: usize,
+    },
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     /// The log was closed (shutdown); nothing more is accepted.

@@ -62,8 +62,13 @@ impl Filter {
         Ok(())
     }
 
+    /// Whether events of `topic` can match (the topic patterns alone).
+    pub fn matches_topic(&self, topic: &str) -> bool {
+        self.topics.is_empty() || self.topics.iter().any(|p| p.matches(topic))
+    }
+
     pub fn matches(&self, event: &Event) -> bool {
-        (self.topics.is_empty() || self.topics.iter().any(|p| p.matches(event.topic.as_str())))
+        self.matches_topic(event.topic.as_str())
             && (self.names.is_empty() || self.names.contains(&event.name))
             && (self.client_ids.is_empty()
                 || event

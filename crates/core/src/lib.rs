@@ -9,6 +9,9 @@
 //!   every backend's queries.
 //! - [`log`]: the [`Log`] trait every backend implements, and [`ReadQuery`].
 //! - [`memory`]: [`MemoryLog`], the in-memory backend (tests, embedding).
+//! - [`retention`]: topic settings ([`TopicConfig`]), what a prune removes
+//!   ([`PruneRule`]), and [`Retention`], the background pass that applies them.
+//! - [`duration`]: durations as the API writes them (`250ms`, `30s`, `7d`).
 //! - [`group`]: consumer groups as data: [`GroupConfig`], the [`GroupStore`] trait that
 //!   keeps their durable state, and [`MemoryGroupStore`].
 //! - [`encode`]: the one place an event becomes JSON and an SSE frame.
@@ -17,6 +20,7 @@
 //!   duplicate at the switch.
 //! - [`error`]: [`LogError`] and [`ValidationError`].
 
+pub mod duration;
 pub mod encode;
 pub mod error;
 pub mod event;
@@ -24,6 +28,7 @@ pub mod filter;
 pub mod group;
 pub mod log;
 pub mod memory;
+pub mod retention;
 pub mod stream;
 pub mod tail;
 pub mod topic;
@@ -38,6 +43,7 @@ pub use group::{
 };
 pub use log::{CommitStats, Log, ReadQuery, TopicInfo};
 pub use memory::MemoryLog;
+pub use retention::{PruneRule, Retention, RetentionOptions, TopicConfig};
 pub use stream::{EventStream, StreamItem, StreamOptions};
 pub use tail::{Tail, TailConfig};
 pub use topic::{Topic, TopicPattern};

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::error::LogError;
 use crate::event::{Appended, Event, NewEvent, Position, Timestamp};
 use crate::filter::Filter;
+use crate::retention::{PruneRule, TopicConfig};
 use crate::topic::Topic;
 
 /// One keyset page: events with `after < position <= up_to` that match `filter`, in
@@ -28,11 +29,47 @@ pub struct ReadQuery<'a> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicInfo {
     pub topic: Topic,
-    /// The seq of the topic's newest event.
+    /// The seq of the topic's newest event (kept when its events are removed, so that a
+    /// topic's seqs are never handed out twice).
     pub head_seq: u64,
+    /// Events stored now (retention and deletion lower it).
     pub event_count: u64,
     /// Position of the topic's newest event.
     pub last_position: Position,
+    /// Every event with a seq up to this one has been removed (retention or deletion);
+    /// the oldest one left, if any, has `pruned_seq + 1`.
+    #[serde(default)]
+    pub pruned_seq: u64,
+    /// The position of the event that had `pruned_seq`: a reader whose cursor is below it
+    /// may have missed events of this topic.
+    #[serde(default)]
+    pub pruned_position: Position,
+    /// Its settings, for a topic that was given some (`None`: keep everything, the
+    /// server's size limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<TopicConfig>,
+}
+
+impl TopicInfo {
+    /// A topic with no events yet.
+    pub fn empty(topic: Topic) -> Self {
+        TopicInfo {
+            topic,
+            head_seq: 0,
+            event_count: 0,
+            last_position: 0,
+            pruned_seq: 0,
+            pruned_position: 0,
+            config: None,
+        }
+    }
+
+    /// Whether the topic is worth listing: it holds events or has settings. A topic
+    /// whose events were all deleted and whose settings were removed is gone for
+    /// readers, though its head seq is kept.
+    pub fn is_listed(&self) -> bool {
+        self.event_count > 0 || self.config.is_some()
+    }
 }
 
 /// How a backend has committed appends so far. With group commit, `events / commits` is
@@ -84,8 +121,33 @@ pub trait Log: Send + Sync + 'static {
     /// `after` it starts at the first event at or after `time`.
     async fn position_before(&self, time: Timestamp) -> Result<Position, LogError>;
 
-    /// Every topic with its head.
+    /// Every listed topic ([`TopicInfo::is_listed`]) with its head and settings, sorted
+    /// by name.
     async fn topics(&self) -> Result<Vec<TopicInfo>, LogError>;
+
+    /// One topic, listed or not; `None` for a name the log has never seen.
+    async fn topic(&self, topic: &Topic) -> Result<Option<TopicInfo>, LogError>;
+
+    /// Gives a topic its settings, replacing any it had; the topic need not have events
+    /// yet. From then on, appends to it are held to `config.max_event_bytes`
+    /// ([`LogError::EventTooLarge`]); its retention is applied by [`Log::prune`].
+    async fn set_topic_config(&self, topic: &Topic, config: TopicConfig) -> Result<(), LogError>;
+
+    /// Removes a topic's settings; answers whether it had any.
+    async fn remove_topic_config(&self, topic: &Topic) -> Result<bool, LogError>;
+
+    /// Removes up to `limit` of `topic`'s oldest events that `rule` no longer keeps, in
+    /// one short write, and answers how many it removed: fewer than `limit` means the
+    /// topic is within its rule now. Events go oldest first (by seq, which is also
+    /// position and time order within a topic), so what remains is always a suffix of
+    /// the topic, and [`TopicInfo::pruned_seq`] says where it starts.
+    async fn prune(&self, topic: &Topic, rule: PruneRule, limit: usize) -> Result<u64, LogError>;
+
+    /// The highest position removed from a topic that `filter`'s topic patterns match
+    /// (0 if none was). Readers ask after each read: a reader whose cursor is below it
+    /// may have missed events and is told so. Raised no later than the removal becomes
+    /// visible, so asking after a read never misses a removal that the read saw.
+    async fn pruned_through(&self, filter: &Filter) -> Result<Position, LogError>;
 
     /// Fails unless an append could succeed now (for readiness checks).
     async fn check_writable(&self) -> Result<(), LogError>;

@@ -2,7 +2,7 @@
 //! backends (the conformance suite runs against it too) but forgets everything when
 //! dropped. For tests and for embedding where durability is not wanted.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -10,19 +10,40 @@ use tokio::sync::watch;
 
 use crate::error::LogError;
 use crate::event::{Appended, Event, NewEvent, Position, Timestamp, new_event_id, validate_batch};
+use crate::filter::Filter;
 use crate::log::{Log, ReadQuery, TopicInfo};
+use crate::retention::{PruneRule, TopicConfig};
 use crate::topic::Topic;
+
+struct TopicState {
+    info: TopicInfo,
+    /// The positions of the seqs still stored, oldest first: `[0]` has
+    /// `info.pruned_seq + 1`.
+    positions: VecDeque<Position>,
+}
 
 #[derive(Default)]
 struct State {
-    /// `events[i]` has position `i + 1`.
-    events: Vec<Event>,
-    topics: HashMap<Topic, TopicInfo>,
+    /// By position; retention leaves holes.
+    events: BTreeMap<Position, Event>,
+    /// The last position handed out, stored or since removed.
+    last_position: Position,
+    topics: HashMap<Topic, TopicState>,
+    /// The ids of the stored events (a removed event's id may be used again).
     ids: HashMap<String, Appended>,
-    /// Per topic, the index in `events` of each seq (`[seq - 1]`), for `read_topic`.
-    by_topic: HashMap<Topic, Vec<usize>>,
     last_timestamp: Timestamp,
     closed: bool,
+}
+
+impl State {
+    fn topic_mut(&mut self, topic: &Topic) -> &mut TopicState {
+        self.topics
+            .entry(topic.clone())
+            .or_insert_with(|| TopicState {
+                info: TopicInfo::empty(topic.clone()),
+                positions: VecDeque::new(),
+            })
+    }
 }
 
 pub struct MemoryLog {
@@ -60,7 +81,7 @@ impl Log for MemoryLog {
         // the state untouched (atomicity).
         let mut heads: HashMap<&Topic, u64> = HashMap::new();
         let mut batch_ids: HashMap<&str, Appended> = HashMap::new();
-        let mut next_position = st.events.len() as Position + 1;
+        let mut next_position = st.last_position + 1;
         let mut planned = Vec::with_capacity(batch.len());
         for (index, e) in batch.iter().enumerate() {
             if let Some(orig) =
@@ -73,9 +94,20 @@ impl Log for MemoryLog {
                 });
                 continue;
             }
+            let known = st.topics.get(&e.topic);
+            if let Some(max) = known.and_then(|t| t.info.config.as_ref()?.max_event_bytes)
+                && e.size_bytes() as u64 > max
+            {
+                return Err(LogError::EventTooLarge {
+                    topic: e.topic.to_string(),
+                    size: e.size_bytes() as u64,
+                    max,
+                    index,
+                });
+            }
             let head = *heads
                 .entry(&e.topic)
-                .or_insert_with(|| st.topics.get(&e.topic).map_or(0, |t| t.head_seq));
+                .or_insert_with(|| known.map_or(0, |t| t.info.head_seq));
             if let Some(expected) = e.expected_seq.filter(|&x| x != head) {
                 return Err(LogError::SeqConflict {
                     topic: e.topic.to_string(),
@@ -105,33 +137,28 @@ impl Log for MemoryLog {
             }
             let id = e.id.unwrap_or_else(new_event_id);
             st.ids.insert(id.clone(), *a);
-            let info = st
-                .topics
-                .entry(e.topic.clone())
-                .or_insert_with(|| TopicInfo {
-                    topic: e.topic.clone(),
-                    head_seq: 0,
-                    event_count: 0,
-                    last_position: 0,
-                });
-            info.head_seq = a.seq;
-            info.event_count += 1;
-            info.last_position = a.position;
-            let index = st.events.len();
-            st.by_topic.entry(e.topic.clone()).or_default().push(index);
-            st.events.push(Event {
-                position: a.position,
-                topic: e.topic,
-                seq: a.seq,
-                name: e.name,
-                args: e.args,
-                id,
-                client_id: e.client_id,
-                session_id: e.session_id,
-                timestamp,
-            });
+            let topic = st.topic_mut(&e.topic);
+            topic.info.head_seq = a.seq;
+            topic.info.event_count += 1;
+            topic.info.last_position = a.position;
+            topic.positions.push_back(a.position);
+            st.last_position = a.position;
+            st.events.insert(
+                a.position,
+                Event {
+                    position: a.position,
+                    topic: e.topic,
+                    seq: a.seq,
+                    name: e.name,
+                    args: e.args,
+                    id,
+                    client_id: e.client_id,
+                    session_id: e.session_id,
+                    timestamp,
+                },
+            );
         }
-        let head = st.events.len() as Position;
+        let head = st.last_position;
         drop(st);
         self.head.send_if_modified(|h| {
             let moved = *h != head;
@@ -143,12 +170,13 @@ impl Log for MemoryLog {
 
     async fn read(&self, q: ReadQuery<'_>) -> Result<Vec<Event>, LogError> {
         let st = self.state.lock();
-        let up_to = q.up_to.min(st.events.len() as Position);
-        if q.after >= up_to {
+        if q.after >= q.up_to {
             return Ok(Vec::new());
         }
-        Ok(st.events[q.after as usize..up_to as usize]
-            .iter()
+        Ok(st
+            .events
+            .range(q.after + 1..=q.up_to)
+            .map(|(_, e)| e)
             .filter(|e| q.filter.matches(e))
             .take(q.limit)
             .cloned()
@@ -162,15 +190,16 @@ impl Log for MemoryLog {
         limit: usize,
     ) -> Result<Vec<Event>, LogError> {
         let st = self.state.lock();
-        let Some(indexes) = st.by_topic.get(topic) else {
+        let Some(t) = st.topics.get(topic) else {
             return Ok(Vec::new());
         };
-        let start = usize::try_from(after_seq).unwrap_or(usize::MAX);
-        Ok(indexes
+        let skip =
+            usize::try_from(after_seq.saturating_sub(t.info.pruned_seq)).unwrap_or(usize::MAX);
+        Ok(t.positions
             .iter()
-            .skip(start)
+            .skip(skip)
             .take(limit)
-            .map(|&i| st.events[i].clone())
+            .filter_map(|p| st.events.get(p).cloned())
             .collect())
     }
 
@@ -180,7 +209,7 @@ impl Log for MemoryLog {
             .lock()
             .topics
             .get(topic)
-            .map_or(0, |t| t.head_seq))
+            .map_or(0, |t| t.info.head_seq))
     }
 
     async fn log_id(&self) -> Result<String, LogError> {
@@ -192,15 +221,95 @@ impl Log for MemoryLog {
     }
 
     async fn position_before(&self, time: Timestamp) -> Result<Position, LogError> {
+        // Timestamps never decrease with position: the last one before `time` is found
+        // walking back from the newest.
         let st = self.state.lock();
-        Ok(st.events.partition_point(|e| e.timestamp < time) as Position)
+        Ok(st
+            .events
+            .values()
+            .rev()
+            .find(|e| e.timestamp < time)
+            .map_or(0, |e| e.position))
     }
 
     async fn topics(&self) -> Result<Vec<TopicInfo>, LogError> {
         let st = self.state.lock();
-        let mut topics: Vec<TopicInfo> = st.topics.values().cloned().collect();
+        let mut topics: Vec<TopicInfo> = st
+            .topics
+            .values()
+            .map(|t| t.info.clone())
+            .filter(TopicInfo::is_listed)
+            .collect();
         topics.sort_by(|a, b| a.topic.cmp(&b.topic));
         Ok(topics)
+    }
+
+    async fn topic(&self, topic: &Topic) -> Result<Option<TopicInfo>, LogError> {
+        Ok(self.state.lock().topics.get(topic).map(|t| t.info.clone()))
+    }
+
+    async fn set_topic_config(&self, topic: &Topic, config: TopicConfig) -> Result<(), LogError> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(LogError::Closed);
+        }
+        st.topic_mut(topic).info.config = Some(config);
+        Ok(())
+    }
+
+    async fn remove_topic_config(&self, topic: &Topic) -> Result<bool, LogError> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(LogError::Closed);
+        }
+        Ok(st
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.info.config.take())
+            .is_some())
+    }
+
+    async fn prune(&self, topic: &Topic, rule: PruneRule, limit: usize) -> Result<u64, LogError> {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        if st.closed {
+            return Err(LogError::Closed);
+        }
+        let Some(t) = st.topics.get_mut(topic) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        while (removed as usize) < limit {
+            let Some(&position) = t.positions.front() else {
+                break;
+            };
+            let event = &st.events[&position];
+            if !rule.removes(event.seq, event.timestamp, t.info.head_seq) {
+                break;
+            }
+            t.positions.pop_front();
+            let event = st
+                .events
+                .remove(&position)
+                .expect("indexed events are stored");
+            st.ids.remove(&event.id);
+            t.info.pruned_seq = event.seq;
+            t.info.pruned_position = position;
+            t.info.event_count -= 1;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    async fn pruned_through(&self, filter: &Filter) -> Result<Position, LogError> {
+        let st = self.state.lock();
+        Ok(st
+            .topics
+            .values()
+            .filter(|t| t.info.pruned_position > 0 && filter.matches_topic(t.info.topic.as_str()))
+            .map(|t| t.info.pruned_position)
+            .max()
+            .unwrap_or(0))
     }
 
     async fn check_writable(&self) -> Result<(), LogError> {

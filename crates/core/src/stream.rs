@@ -4,6 +4,14 @@
 //! says [`StreamItem::CaughtUp`], then follows the [`Tail`]. One cursor (the last position
 //! scanned) drives both phases, so the switch can neither skip nor repeat an event, and a
 //! reader that falls out of the tail's window goes back to keyset pages of the log.
+//!
+//! After every read of the log the stream asks how far retention has removed events of
+//! the topics it follows ([`Log::pruned_through`](crate::Log::pruned_through)). If that is
+//! past its cursor, events it should have shown may be gone: it says so with
+//! [`StreamItem::Truncated`], once per removal it learns of, and reads on from its cursor
+//! (other topics it follows may still hold events in that range, so it never jumps). A
+//! stream that starts at 0 ("from the beginning") starts at the oldest events left, with
+//! no marker for what was removed before it started: nothing it was promised is missing.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -54,6 +62,12 @@ pub enum StreamItem {
     CaughtUp {
         position: Position,
     },
+    /// Events after `after` up to `pruned_through` may have been removed by retention
+    /// before this stream read them. The stream goes on from `after` with what is left.
+    Truncated {
+        after: Position,
+        pruned_through: Position,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -71,6 +85,9 @@ pub struct EventStream {
     cursor: Position,
     buffer: VecDeque<Arc<Encoded>>,
     phase: Phase,
+    /// Removals up to here are known to the reader (told, or before it started at 0);
+    /// `None` until the first read of the log.
+    told_through: Option<Position>,
 }
 
 impl EventStream {
@@ -84,6 +101,7 @@ impl EventStream {
             options,
             buffer: VecDeque::new(),
             phase: Phase::History { target },
+            told_through: None,
         }
     }
 
@@ -101,26 +119,43 @@ impl EventStream {
         self.options.until.map_or(up_to, |u| u.min(up_to))
     }
 
-    async fn read_log(&mut self, up_to: Position) -> Result<(), LogError> {
+    /// Reads the next page into the buffer; answers the marker to hand out first when
+    /// retention removed events past the cursor.
+    async fn read_log(&mut self, up_to: Position) -> Result<Option<StreamItem>, LogError> {
         let limit = self.options.batch_size;
-        let page = self
-            .tail
-            .log()
+        let log = self.tail.log();
+        let after = self.cursor;
+        let page = log
             .read(ReadQuery {
-                after: self.cursor,
+                after,
                 up_to,
                 filter: &self.options.filter,
                 limit,
             })
             .await?;
+        // Asked after the read: a removal the read saw is counted by now.
+        let pruned_through = log.pruned_through(&self.options.filter).await?;
         self.cursor = if page.len() < limit {
             up_to
         } else {
             page.last().map_or(up_to, |e| e.position)
         };
+        let told = *self.told_through.get_or_insert(if self.options.since == 0 {
+            pruned_through
+        } else {
+            0
+        });
+        let mut marker = None;
+        if pruned_through > after.max(told) {
+            self.told_through = Some(pruned_through);
+            marker = Some(StreamItem::Truncated {
+                after,
+                pruned_through,
+            });
+        }
         self.buffer
             .extend(page.into_iter().map(|e| Arc::new(Encoded::new(e))));
-        Ok(())
+        Ok(marker)
     }
 
     /// The next event or marker; `None` when the stream has ended (until reached,
@@ -142,9 +177,13 @@ impl EventStream {
                 Phase::History { target } => {
                     let up_to = self.bounded(target);
                     if self.cursor < up_to {
-                        if let Err(e) = self.read_log(up_to).await {
-                            self.phase = Phase::Done;
-                            return Some(Err(e));
+                        match self.read_log(up_to).await {
+                            Ok(Some(marker)) => return Some(Ok(marker)),
+                            Ok(None) => {}
+                            Err(e) => {
+                                self.phase = Phase::Done;
+                                return Some(Err(e));
+                            }
                         }
                         continue;
                     }
@@ -175,12 +214,14 @@ impl EventStream {
                                 self.cursor = scanned;
                                 self.buffer.extend(entries);
                             }
-                            None => {
-                                if let Err(e) = self.read_log(up_to).await {
+                            None => match self.read_log(up_to).await {
+                                Ok(Some(marker)) => return Some(Ok(marker)),
+                                Ok(None) => {}
+                                Err(e) => {
                                     self.phase = Phase::Done;
                                     return Some(Err(e));
                                 }
-                            }
+                            },
                         }
                         continue;
                     }

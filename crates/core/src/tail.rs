@@ -8,7 +8,9 @@
 //!
 //! The feeder learns of new events only through [`Log::head`] and reads them back in
 //! position order, so the tail works the same whether this process or another node wrote
-//! them.
+//! them. Every position up to the head is committed, so a position the read skips was
+//! removed (a topic deleted, retention) before the feeder got to it: its slot in the ring
+//! stays empty rather than holding the tail back.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -43,7 +45,8 @@ impl Default for TailConfig {
 }
 
 struct Ring {
-    entries: VecDeque<Arc<Encoded>>,
+    /// One slot per position; `None` for a position that was removed before it was read.
+    entries: VecDeque<Option<Arc<Encoded>>>,
     /// Position of `entries[0]` (or of the next entry when empty).
     first: Position,
     bytes: usize,
@@ -117,8 +120,10 @@ impl Tail {
         let end = end.min(ring.entries.len());
         let mut out = Vec::new();
         let mut scanned = after;
-        for entry in ring.entries.range(start.min(end)..end) {
-            scanned = entry.event.position;
+        let start = start.min(end);
+        for (i, slot) in ring.entries.range(start..end).enumerate() {
+            scanned = ring.first + (start + i) as Position;
+            let Some(entry) = slot else { continue };
             if filter.is_all() || filter.matches(&entry.event) {
                 out.push(Arc::clone(entry));
                 if out.len() >= limit {
@@ -135,30 +140,38 @@ impl Tail {
         (ring.entries.len(), ring.bytes)
     }
 
-    /// Appends entries that continue the ring and returns the new head. An entry that does
-    /// not continue it stops the push: a log that hands out positions out of order breaks
-    /// the one promise the tail relies on, and serving a gap would be worse than waiting.
-    fn push(&self, batch: Vec<Arc<Encoded>>) -> Position {
+    /// Appends one page the feeder read, which scanned every position up to `scanned_to`,
+    /// and returns the new head. Positions the page skips were removed: their slots stay
+    /// empty. An entry at or below the ring's head stops the push: a log that hands out
+    /// positions out of order breaks the one promise the tail relies on, and serving a
+    /// gap would be worse than waiting.
+    fn push(&self, batch: Vec<Arc<Encoded>>, scanned_to: Position) -> Position {
         let head = {
             let mut ring = self.ring.write();
+            let mut complete = true;
             for entry in batch {
-                let expected = ring.first + ring.entries.len() as Position;
-                if entry.event.position != expected {
+                let next = ring.first + ring.entries.len() as Position;
+                if entry.event.position < next {
                     tracing::error!(
                         got = entry.event.position,
-                        expected,
+                        expected = next,
                         "log returned a position out of order; the tail re-reads"
                     );
+                    complete = false;
                     break;
                 }
+                self.skip_to(&mut ring, entry.event.position);
                 ring.bytes += entry.weight();
-                ring.entries.push_back(entry);
+                ring.entries.push_back(Some(entry));
+            }
+            if complete {
+                self.skip_to(&mut ring, scanned_to + 1);
             }
             while ring.entries.len() > self.config.max_events
                 || (ring.bytes > self.config.max_bytes && ring.entries.len() > 1)
             {
                 let old = ring.entries.pop_front().expect("ring is not empty");
-                ring.bytes -= old.weight();
+                ring.bytes -= old.map_or(0, |e| e.weight());
                 ring.first += 1;
             }
             ring.first + ring.entries.len() as Position - 1
@@ -169,6 +182,22 @@ impl Tail {
             moved
         });
         head
+    }
+
+    /// Leaves empty slots up to (not including) `position`. A hole wider than the ring
+    /// empties it and starts it over at `position`.
+    fn skip_to(&self, ring: &mut Ring, position: Position) {
+        let next = ring.first + ring.entries.len() as Position;
+        let Some(missing) = position.checked_sub(next).filter(|&m| m > 0) else {
+            return;
+        };
+        if missing as usize >= self.config.max_events {
+            ring.entries.clear();
+            ring.bytes = 0;
+            ring.first = position;
+        } else {
+            ring.entries.extend((0..missing).map(|_| None));
+        }
     }
 }
 
@@ -189,21 +218,22 @@ async fn feed(tail: std::sync::Weak<Tail>, mut log_head: watch::Receiver<Positio
                 limit: t.config.read_batch,
             };
             match t.log.read(query).await {
-                Ok(page) if !page.is_empty() => {
+                Ok(page) => {
+                    // A short page scanned everything up to the target; a full one up to
+                    // its last event.
+                    let scanned_to = match page.last() {
+                        Some(last) if page.len() >= t.config.read_batch => last.position,
+                        _ => target,
+                    };
                     let encoded = page
                         .into_iter()
                         .map(|e| Arc::new(Encoded::new(e)))
                         .collect();
-                    let pushed_to = t.push(encoded);
+                    let pushed_to = t.push(encoded, scanned_to);
                     if pushed_to == at {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     at = pushed_to;
-                }
-                Ok(_) => {
-                    // The head said these positions are readable; they must appear.
-                    tracing::error!(at, target, "log head is ahead of what it returns");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "tail could not read the log; retrying");

@@ -106,6 +106,7 @@ async fn next_event(stream: &mut EventStream, caught_up: &mut Option<u64>) -> Ev
                 assert!(caught_up.is_none(), "caught-up is said once");
                 *caught_up = Some(position);
             }
+            other => panic!("nothing is ever removed here, got {other:?}"),
         }
     }
 }

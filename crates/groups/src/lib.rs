@@ -61,7 +61,7 @@ use tributary_core::{
 
 use journal::{Journal, Ticket};
 use state::State;
-pub use state::{format_duration, parse_duration};
+pub use tributary_core::duration::{format_duration, parse_duration};
 
 /// Tuning for every group.
 #[derive(Clone, Debug)]

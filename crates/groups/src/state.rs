@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::time::{Duration, Instant};
+use tributary_core::duration::format_duration;
 use tributary_core::{
     DlqEntry, Event, EventProgress, GroupChange, GroupConfig, Ordering, Position, Timestamp,
 };
@@ -580,45 +581,4 @@ impl State {
 pub(crate) struct Delivered {
     pub id: DeliveryId,
     pub event: Arc<Event>,
-}
-
-/// `1500ms`, `30s`, `5m`: the way durations are written in the API.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        "0s".into()
-    } else if ms.is_multiple_of(3_600_000) {
-        format!("{}h", ms / 3_600_000)
-    } else if ms.is_multiple_of(60_000) {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
-/// Reads `250ms`, `30s`, `5m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("duration {text:?} needs a unit (ms, s, m or h)"))?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| {
-        format!("invalid duration {text:?}: expected a whole number and a unit, like 30s")
-    })?;
-    let ms = match unit {
-        "ms" => Some(n),
-        "s" => n.checked_mul(1000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        _ => {
-            return Err(format!(
-                "invalid duration {text:?}: the unit is ms, s, m or h"
-            ));
-        }
-    }
-    .ok_or_else(|| format!("duration {text:?} is too long"))?;
-    Ok(Duration::from_millis(ms))
 }

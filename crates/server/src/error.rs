@@ -44,6 +44,22 @@ pub enum ApiError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// A read's cursor is older than what retention kept of the topics it reads: events
+    /// after it may be gone. Nothing is skipped silently; `resume_cursor` reads on from
+    /// the same place, accepting the loss.
+    #[error(
+        "events after position {cursor} up to {pruned_through} may have been removed by retention"
+    )]
+    CursorExpired {
+        cursor: u64,
+        pruned_through: u64,
+        /// The first event still stored after the cursor that the read matches.
+        earliest_position: Option<u64>,
+        resume_cursor: String,
+    },
+    /// A topic with settings of its own exists; change them with PUT.
+    #[error("{0}")]
+    TopicExists(String),
     /// A consumer group of that name exists.
     #[error("{0}")]
     GroupExists(String),
@@ -87,6 +103,8 @@ impl ApiError {
             | ApiError::GroupExists(_)
             | ApiError::StaleDelivery(_) => StatusCode::CONFLICT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::CursorExpired { .. } => StatusCode::GONE,
+            ApiError::TopicExists(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) | ApiError::TooManyConnections(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -108,6 +126,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::SeqConflict { .. } => "seq_conflict",
             ApiError::NotFound(_) => "not_found",
+            ApiError::CursorExpired { .. } => "cursor_expired",
+            ApiError::TopicExists(_) => "topic_exists",
             ApiError::GroupExists(_) => "group_exists",
             ApiError::InvalidDeliveryId(_) => "invalid_delivery_id",
             ApiError::StaleDelivery(_) => "stale_delivery",
@@ -143,6 +163,7 @@ impl From<LogError> for ApiError {
                 head_seq: head,
             },
             LogError::Invalid(v) => v.into(),
+            e @ LogError::EventTooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
             LogError::Closed => ApiError::Unavailable("the log is closed".to_owned()),
             other => ApiError::internal(other),
         }
@@ -164,6 +185,19 @@ impl IntoResponse for ApiError {
                 "topic": topic,
                 "expected_seq": expected_seq,
                 "head_seq": head_seq,
+            }}),
+            ApiError::CursorExpired {
+                cursor,
+                pruned_through,
+                earliest_position,
+                resume_cursor,
+            } => json!({ "error": {
+                "code": code,
+                "message": self.to_string(),
+                "cursor": cursor.to_string(),
+                "pruned_through": pruned_through,
+                "earliest_position": earliest_position,
+                "resume_cursor": resume_cursor,
             }}),
             ApiError::Internal(source) => {
                 tracing::error!(error = %source, detail = ?source, "request failed");

@@ -34,6 +34,9 @@ pub(crate) struct ReadParams {
     start: Start,
     /// Inclusive.
     pub until: Option<Position>,
+    /// From a history cursor `P~T`: the reader already knows that retention removed
+    /// events up to position `T`, and is not told again.
+    pub told_through: Position,
 }
 
 impl ReadParams {
@@ -64,13 +67,16 @@ impl ReadParams {
                 "give at most one of `since`, `cursor` and `since_time`".to_owned(),
             ));
         }
+        let mut told_through = 0;
         let start = if let Some(since) = since {
             match since.as_str() {
                 "now" => Start::Now,
                 s => Start::After(parse_position("since", s)?),
             }
         } else if let Some(cursor) = cursor {
-            Start::After(parse_position("cursor", &cursor)?)
+            let (after, told) = parse_cursor(&cursor)?;
+            told_through = told;
+            Start::After(after)
         } else if let Some(time) = since_time {
             let time = Timestamp::parse_rfc3339(&time).map_err(|_| {
                 ApiError::InvalidParameter(format!("`since_time` {time:?} is not an RFC 3339 time"))
@@ -87,6 +93,7 @@ impl ReadParams {
             filter,
             start,
             until,
+            told_through,
         })
     }
 
@@ -111,6 +118,28 @@ impl ReadParams {
             )));
         }
         Ok(start)
+    }
+}
+
+/// A history cursor: `P` (read after position `P`), or `P~T` (the same, knowing that
+/// events up to position `T` were removed by retention).
+pub(crate) fn parse_cursor(value: &str) -> Result<(Position, Position), ApiError> {
+    match value.split_once('~') {
+        None => Ok((parse_position("cursor", value)?, 0)),
+        Some((after, told)) => Ok((
+            parse_position("cursor", after)?,
+            parse_position("cursor", told)?,
+        )),
+    }
+}
+
+/// The cursor to read on after `position` for a reader that knows of removals up to
+/// `told_through`; the inverse of [`parse_cursor`].
+pub(crate) fn format_cursor(position: Position, told_through: Position) -> String {
+    if told_through > position {
+        format!("{position}~{told_through}")
+    } else {
+        position.to_string()
     }
 }
 

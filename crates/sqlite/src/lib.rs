@@ -12,6 +12,8 @@
 //! - `writer`: the writer thread, its group commit, the [`WriterStats`] it counts, and
 //!   the queue the log and its group stores share to reach it.
 //! - `read`: the reader pool, the read queries and the translation of filters to SQL.
+//! - `topics`: topic settings and retention (the writes, the `topics` rows, and the
+//!   in-memory floors readers check after each page).
 //! - `error`: SQLite errors as [`LogError::Storage`].
 //!
 //! # Why it is built this way
@@ -35,6 +37,7 @@ mod error;
 mod groups;
 mod migrate;
 mod read;
+mod topics;
 mod writer;
 
 use std::path::Path;
@@ -45,8 +48,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tributary_core::{
-    Appended, CommitStats, Event, Log, LogError, NewEvent, Position, ReadQuery, Timestamp, Topic,
-    TopicInfo,
+    Appended, CommitStats, Event, Filter, Log, LogError, NewEvent, Position, PruneRule, ReadQuery,
+    Timestamp, Topic, TopicConfig, TopicInfo,
 };
 
 pub use groups::SqliteGroupStore;
@@ -55,6 +58,7 @@ pub use writer::WriterStats;
 
 use crate::error::storage;
 use crate::read::ReaderPool;
+use crate::topics::{Floors, TopicWrite};
 use crate::writer::{AppendRequest, Command, Counters, Writer, WriterQueue};
 
 /// Append requests that may wait for the writer before `append` itself waits: enough to
@@ -72,6 +76,8 @@ pub struct SqliteLog {
     counters: Arc<Counters>,
     /// Read once at open: it never changes for the life of the file.
     log_id: String,
+    /// Shared with the writer, which raises them as it prunes.
+    floors: Floors,
 }
 
 impl SqliteLog {
@@ -87,6 +93,7 @@ impl SqliteLog {
         connection::optimize(&conn)?;
         let head = read::head_position(&conn).map_err(storage("reading the head position"))?;
         let log_id = read::log_id(&conn).map_err(storage("reading the log id"))?;
+        let floors = Floors::load(&conn).map_err(storage("reading the topics' floors"))?;
         // Readers after the writer: the file, its WAL and the schema exist by now.
         let readers = Arc::new(ReaderPool::open(path.to_owned(), options.readers)?);
         let head = Arc::new(watch::Sender::new(head));
@@ -98,6 +105,7 @@ impl SqliteLog {
             head: Arc::clone(&head),
             counters: Arc::clone(&counters),
             max_batch_events: options.max_batch_events.max(1),
+            floors: floors.clone(),
         }
         .spawn()
         .map_err(storage("starting the sqlite writer thread"))?;
@@ -108,6 +116,7 @@ impl SqliteLog {
             head,
             counters,
             log_id,
+            floors,
         })
     }
 
@@ -198,7 +207,51 @@ impl Log for SqliteLog {
     }
 
     async fn topics(&self) -> Result<Vec<TopicInfo>, LogError> {
-        self.readers.run("listing topics", read::topics).await
+        self.readers.run("listing topics", topics::list).await
+    }
+
+    async fn topic(&self, topic: &Topic) -> Result<Option<TopicInfo>, LogError> {
+        let topic = topic.as_str().to_owned();
+        self.readers
+            .run("reading a topic", move |conn| topics::one(conn, &topic))
+            .await
+    }
+
+    async fn set_topic_config(&self, topic: &Topic, config: TopicConfig) -> Result<(), LogError> {
+        let (reply, answer) = oneshot::channel();
+        let write = TopicWrite::Configure {
+            topic: topic.clone(),
+            config,
+            reply,
+        };
+        self.ask(Command::Topic(write), answer).await
+    }
+
+    async fn remove_topic_config(&self, topic: &Topic) -> Result<bool, LogError> {
+        let (reply, answer) = oneshot::channel();
+        let write = TopicWrite::Unconfigure {
+            topic: topic.clone(),
+            reply,
+        };
+        self.ask(Command::Topic(write), answer).await
+    }
+
+    async fn prune(&self, topic: &Topic, rule: PruneRule, limit: usize) -> Result<u64, LogError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let (reply, answer) = oneshot::channel();
+        let write = TopicWrite::Prune {
+            topic: topic.clone(),
+            rule,
+            limit,
+            reply,
+        };
+        self.ask(Command::Topic(write), answer).await
+    }
+
+    async fn pruned_through(&self, filter: &Filter) -> Result<Position, LogError> {
+        Ok(self.floors.highest(filter))
     }
 
     async fn check_writable(&self) -> Result<(), LogError> {

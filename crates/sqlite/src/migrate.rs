@@ -26,6 +26,13 @@
 //! - `group_progress` is `WITHOUT ROWID`: its rows are a few integers, and the primary
 //!   key `(group_id, position)` is the order `load` wants. `group_dlq` keeps its rowid
 //!   because each row holds a whole event as JSON, which may be large.
+//! - Topic settings are columns of `topics` (`configured` says a topic has settings at
+//!   all, so a topic can be configured before its first event). `max_event_bytes` is read
+//!   by every append, beside `head_seq`, in the lookup the append makes anyway.
+//! - Retention removes a prefix of a topic by seq; `pruned_seq` and `pruned_position` say
+//!   where it ends. The row outlives its events, so `head_seq` keeps counting and no seq
+//!   is handed out twice. `meta.pruned_position` is the highest position ever removed, so
+//!   that the next position never goes back even when the newest events were removed.
 
 use rusqlite::{Connection, TransactionBehavior};
 use tributary_core::LogError;
@@ -89,6 +96,14 @@ const MIGRATIONS: &[&str] = &[
         event     TEXT    NOT NULL,
         PRIMARY KEY (group_id, position)
     ) STRICT;",
+    // 4: topic settings and retention.
+    "ALTER TABLE topics ADD COLUMN pruned_seq      INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE topics ADD COLUMN pruned_position INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE topics ADD COLUMN configured      INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE topics ADD COLUMN max_age_ms      INTEGER;
+    ALTER TABLE topics ADD COLUMN max_events      INTEGER;
+    ALTER TABLE topics ADD COLUMN max_event_bytes INTEGER;
+    INSERT INTO meta (key, value) VALUES ('pruned_position', '0');",
 ];
 
 /// The schema version this build writes.

@@ -13,7 +13,7 @@ use rusqlite::types::{Type, Value};
 use rusqlite::{Connection, OptionalExtension, Row, params_from_iter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tributary_core::{
-    Args, Event, Filter, LogError, Position, ReadQuery, Timestamp, Topic, TopicInfo, TopicPattern,
+    Args, Event, Filter, LogError, Position, ReadQuery, Timestamp, Topic, TopicPattern,
 };
 
 use crate::connection::open_reader;
@@ -499,11 +499,14 @@ pub(crate) fn log_id(conn: &Connection) -> rusqlite::Result<String> {
     })
 }
 
-/// The newest stored position (0 when empty).
+/// The newest position handed out (0 when none): the newest stored, or a newer one that
+/// was since removed.
 pub(crate) fn head_position(conn: &Connection) -> rusqlite::Result<Position> {
-    conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
-        row.get(0)
-    })
+    let stored: Position =
+        conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
+            row.get(0)
+        })?;
+    Ok(stored.max(pruned_position(conn)?))
 }
 
 /// The last position stored strictly before `time`. Timestamps never decrease with
@@ -520,23 +523,12 @@ pub(crate) fn position_before(conn: &Connection, time: Timestamp) -> rusqlite::R
         .unwrap_or(0))
 }
 
-/// Every topic, sorted by name (bytewise, as [`Topic`]'s `Ord`).
-pub(crate) fn topics(conn: &Connection) -> rusqlite::Result<Vec<TopicInfo>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT name, head_seq, event_count, last_position FROM topics ORDER BY name",
-    )?;
-    let rows = stmt.query_map([], |row| {
-        let name: String = row.get(0)?;
-        let topic = Topic::new(name)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, Type::Text, Box::new(e)))?;
-        Ok(TopicInfo {
-            topic,
-            head_seq: row.get(1)?,
-            event_count: row.get(2)?,
-            last_position: row.get(3)?,
-        })
-    })?;
-    rows.collect()
+/// The highest position retention ever removed (0 if none).
+pub(crate) fn pruned_position(conn: &Connection) -> rusqlite::Result<Position> {
+    conn.prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'pruned_position'")?
+        .query_row([], |row| row.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
 }
 
 #[cfg(test)]

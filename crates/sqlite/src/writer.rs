@@ -11,8 +11,9 @@
 //! never hears "stored" before the data is durable, and a reader that sees the head
 //! move finds every position up to it.
 //!
-//! Consumer-group writes ([`GroupWrite`]) come through the same queue and run here too,
-//! each in a transaction of its own (see `groups` for why).
+//! Consumer-group writes ([`GroupWrite`]) and topic writes ([`TopicWrite`]: settings,
+//! retention) come through the same queue and run here too, each in a transaction of its
+//! own (see `groups` and `topics` for why).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use tributary_core::{Appended, LogError, NewEvent, Position, Timestamp, Topic};
 
 use crate::error::{shared_storage, storage};
 use crate::groups::GroupWrite;
+use crate::topics::{Floors, TopicWrite};
 
 /// What the writer thread is asked to do.
 pub(crate) enum Command {
@@ -35,6 +37,8 @@ pub(crate) enum Command {
     CheckWritable(oneshot::Sender<Result<(), LogError>>),
     /// A consumer-group write, in a transaction of its own.
     Group(GroupWrite),
+    /// A topic's settings, or one batch of retention, in a transaction of its own.
+    Topic(TopicWrite),
 }
 
 /// The way into the writer's queue, shared by the log and its group stores. Emptied when
@@ -125,6 +129,7 @@ pub(crate) struct Writer {
     pub(crate) head: Arc<watch::Sender<Position>>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) max_batch_events: usize,
+    pub(crate) floors: Floors,
 }
 
 /// What one request of a group came to. The outer error of [`apply`] aborts the whole
@@ -155,6 +160,7 @@ impl Writer {
                     let _ = reply.send(self.check_writable());
                 }
                 Command::Group(write) => write.run(&mut self.conn),
+                Command::Topic(write) => write.run(&mut self.conn, &self.floors),
                 Command::Append(first) => {
                     let mut events = first.batch.len();
                     let mut group = vec![first];
@@ -244,13 +250,16 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Read inside the write lock rather than cached in memory: the file is the truth,
         // even if something else wrote to it since the last group.
-        let (last_position, last_timestamp) = tx
+        let (last_stored, last_timestamp) = tx
             .prepare_cached(
                 "SELECT position, timestamp FROM events ORDER BY position DESC LIMIT 1",
             )?
             .query_row([], |row| Ok((row.get::<_, u64>(0)?, row.get::<_, i64>(1)?)))
             .optional()?
             .unwrap_or((0, i64::MIN));
+        // The newest events may have been removed (a deleted topic): never hand out their
+        // positions again.
+        let last_position = last_stored.max(crate::read::pruned_position(&tx)?);
         // Timestamps never go backwards (a clock step back), so time and position order
         // agree and position_before can seek by time.
         let timestamp = Timestamp::now().max(Timestamp::from_millis(last_timestamp));
@@ -283,6 +292,8 @@ struct TopicHead {
     head_seq: u64,
     added: u64,
     last_position: Position,
+    /// The topic's `max_event_bytes`, if it has one.
+    max_bytes: Option<u64>,
 }
 
 /// One request, inside its savepoint, with the semantics of the `Log::append` doc: per
@@ -295,7 +306,8 @@ fn apply(
     timestamp: Timestamp,
 ) -> rusqlite::Result<Outcome> {
     let mut find_id = conn.prepare_cached("SELECT position, seq FROM events WHERE id = ?1")?;
-    let mut find_head = conn.prepare_cached("SELECT head_seq FROM topics WHERE name = ?1")?;
+    let mut find_head =
+        conn.prepare_cached("SELECT head_seq, max_event_bytes FROM topics WHERE name = ?1")?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO events (position, topic, seq, name, args, id, client_id, session_id, timestamp)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -317,24 +329,34 @@ fn apply(
             });
             continue;
         }
-        let head = match heads.get(&event.topic) {
-            Some(topic) => topic.head_seq,
+        let (head, max_bytes) = match heads.get(&event.topic) {
+            Some(topic) => (topic.head_seq, topic.max_bytes),
             None => {
-                let head_seq = find_head
-                    .query_row([event.topic.as_str()], |row| row.get(0))
+                let (head_seq, max_bytes) = find_head
+                    .query_row([event.topic.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()?
-                    .unwrap_or(0);
+                    .unwrap_or((0, None));
                 heads.insert(
                     event.topic.clone(),
                     TopicHead {
                         head_seq,
                         added: 0,
                         last_position: 0,
+                        max_bytes,
                     },
                 );
-                head_seq
+                (head_seq, max_bytes)
             }
         };
+        let size = event.size_bytes() as u64;
+        if let Some(max) = max_bytes.filter(|&max| size > max) {
+            return Ok(Err(LogError::EventTooLarge {
+                topic: event.topic.into_string(),
+                size,
+                max,
+                index,
+            }));
+        }
         if let Some(expected) = event.expected_seq
             && expected != head
         {

@@ -2,13 +2,18 @@
 //!
 //! Pages are keyset reads (`after < position <= up_to`), so following `next_cursor`
 //! walks the log with no gap and no duplicate however it grows meanwhile.
+//!
+//! A cursor that retention has overtaken (events of the topics read were removed after
+//! it) is answered 410 `cursor_expired`, never with a page that silently lacks them. The
+//! answer's `resume_cursor` (`P~T`) reads on from the same place, accepting the loss up
+//! to `T`; a read from the beginning (no cursor) starts at what is left, as asked.
 
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 use tributary_core::{Event, ReadQuery};
 
-use super::{ReadParams, parse_in_range};
+use super::{ReadParams, format_cursor, parse_in_range};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::Query;
@@ -51,6 +56,21 @@ pub async fn history(
     } else {
         Vec::new()
     };
+    // Asked after the read: a removal the read saw is counted by now.
+    let pruned_through = log.pruned_through(&params.filter).await?;
+    let told_through = if after == 0 {
+        pruned_through
+    } else {
+        params.told_through
+    };
+    if pruned_through > after.max(told_through) {
+        return Err(ApiError::CursorExpired {
+            cursor: after,
+            pruned_through,
+            earliest_position: events.first().map(|e| e.position),
+            resume_cursor: format_cursor(after, pruned_through),
+        });
+    }
     let has_more = events.len() == limit;
     // A short page scanned everything up to `up_to`, matching or not, so the next read
     // can start there; `max` keeps a cursor past `until` from moving backwards.
@@ -60,7 +80,7 @@ pub async fn history(
     };
     Ok(Json(Page {
         events,
-        next_cursor: next.to_string(),
+        next_cursor: format_cursor(next, told_through),
         has_more,
     }))
 }

@@ -8,7 +8,9 @@
 //! What the client sees, in order: `retry: 1000`; the events (`id: <position>`); an
 //! `event: caught-up` marker where history ends and live begins; `: heartbeat` comments
 //! meanwhile; and `event: end` when `until` was reached or the snapshot is done, which
-//! tells a client not to reconnect. A stream cut by shutdown just closes, so the client
+//! tells a client not to reconnect. `event: truncated` (data `{"after","pruned_through"}`)
+//! says that retention removed events of the followed topics before this stream got to
+//! them; the stream goes on with what is left. A stream cut by shutdown just closes, so the client
 //! reconnects and resumes with `Last-Event-ID`.
 //!
 //! [`Encoded::sse_frame`]: tributary_core::Encoded::sse_frame
@@ -201,6 +203,15 @@ fn frames(
             Some(Ok(StreamItem::CaughtUp { position })) => {
                 st.caught_up = true;
                 Some(((marker("caught-up", position), 0), Some(st)))
+            }
+            Some(Ok(StreamItem::Truncated {
+                after,
+                pruned_through,
+            })) => {
+                let frame = format!(
+                    "event: truncated\ndata: {{\"after\":{after},\"pruned_through\":{pruned_through}}}\n\n"
+                );
+                Some(((Bytes::from(frame), 0), Some(st)))
             }
             Some(Err(e)) => {
                 // Closing without `end` makes the client reconnect and resume, which is

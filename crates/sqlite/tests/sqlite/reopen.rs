@@ -1,6 +1,8 @@
 //! What is stored survives closing and reopening the file.
 
-use tributary_core::{Log, LogError, TopicInfo};
+use std::time::Duration;
+
+use tributary_core::{Filter, Log, LogError, PruneRule, Topic, TopicConfig, TopicInfo};
 use tributary_sqlite::{SqliteLog, SqliteOptions, Synchronous};
 
 use super::common::{all_events, ev, open};
@@ -106,8 +108,8 @@ async fn the_file_is_in_wal_mode_with_a_schema_version() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     assert_eq!(
-        version, 3,
-        "events and topics, then the meta table with the log id, then consumer groups"
+        version, 4,
+        "events and topics, the meta table with the log id, consumer groups, topic settings"
     );
 }
 
@@ -160,4 +162,49 @@ async fn log_id_survives_a_reopen_and_a_new_file_gets_another() {
     std::fs::remove_dir_all(dir.path()).unwrap();
     let log = open(&path);
     assert_ne!(log.log_id().await.unwrap(), id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_and_removals_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let log = open(&path);
+    let config = TopicConfig {
+        max_age: Some(Duration::from_secs(7 * 86_400)),
+        max_events: Some(1),
+        max_event_bytes: Some(1000),
+    };
+    let a = Topic::new("a").unwrap();
+    log.set_topic_config(&a, config.clone()).await.unwrap();
+    log.append(vec![ev("a", "x"), ev("a", "y"), ev("b", "x"), ev("b", "y")])
+        .await
+        .unwrap();
+    let keep_one = PruneRule {
+        before: None,
+        keep_last: Some(1),
+    };
+    assert_eq!(log.prune(&a, keep_one, 10).await.unwrap(), 1);
+    // b's events were the newest: the next position must not reuse theirs.
+    let b = Topic::new("b").unwrap();
+    assert_eq!(log.prune(&b, PruneRule::everything(), 10).await.unwrap(), 2);
+    let topics_before = log.topics().await.unwrap();
+    log.close().await.unwrap();
+    drop(log);
+
+    let log = open(&path);
+    assert_eq!(*log.head().borrow(), 4, "the head counts removed positions");
+    assert_eq!(log.topics().await.unwrap(), topics_before);
+    assert_eq!(log.topic(&a).await.unwrap().unwrap().config, Some(config));
+    // The floors readers check are read back from the file.
+    assert_eq!(log.pruned_through(&Filter::all()).await.unwrap(), 4);
+    let next = log.append(vec![ev("b", "z")]).await.unwrap()[0];
+    assert_eq!((next.position, next.seq), (5, 3));
+    assert_eq!(
+        all_events(&log)
+            .await
+            .iter()
+            .map(|e| e.position)
+            .collect::<Vec<_>>(),
+        [2, 5]
+    );
 }
