@@ -66,6 +66,13 @@ pub struct ServeArgs {
     /// [default: 10000]
     #[arg(long, env = "TRIBUTARY_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
+    /// Seconds between passes of topic retention (max_age, max_events) [default: 10]
+    #[arg(long, env = "TRIBUTARY_RETENTION_INTERVAL_SECS", value_name = "SECS")]
+    retention_interval_secs: Option<u64>,
+    /// Most events one retention write removes, so appends never wait long behind it
+    /// [default: 1000]
+    #[arg(long, env = "TRIBUTARY_RETENTION_BATCH", value_name = "N")]
+    retention_batch: Option<usize>,
 }
 
 /// The config file: every key optional, unknown keys refused.
@@ -84,6 +91,8 @@ struct FileConfig {
     tail_max_events: Option<usize>,
     tail_max_bytes: Option<usize>,
     max_connections: Option<usize>,
+    retention_interval_secs: Option<u64>,
+    retention_batch: Option<usize>,
 }
 
 fn synchronous_from_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Synchronous>, D::Error> {
@@ -184,6 +193,21 @@ impl Settings {
         )? {
             server.max_connections = v;
         }
+        if let Some(secs) = args
+            .retention_interval_secs
+            .or(file.retention_interval_secs)
+        {
+            if secs == 0 {
+                bail!("retention_interval_secs must be at least 1");
+            }
+            server.retention.interval = Duration::from_secs(secs);
+        }
+        if let Some(v) = positive(
+            "retention_batch",
+            args.retention_batch.or(file.retention_batch),
+        )? {
+            server.retention.batch = v;
+        }
         Ok(Settings {
             addr,
             data,
@@ -231,6 +255,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tail_max_events = server.tail.max_events,
         tail_max_bytes = server.tail.max_bytes,
         max_connections = server.max_connections,
+        retention_interval = ?server.retention.interval,
+        retention_batch = server.retention.batch,
         "starting"
     );
     {
@@ -325,6 +351,8 @@ mod tests {
             file.tail_max_events.is_some(),
             file.tail_max_bytes.is_some(),
             file.max_connections.is_some(),
+            file.retention_interval_secs.is_some(),
+            file.retention_batch.is_some(),
         ];
         assert!(every_key.iter().all(|&k| k), "{file:?}");
 
@@ -342,6 +370,12 @@ mod tests {
         assert_eq!(a.max_connections, b.max_connections);
         assert_eq!(a.tail.max_events, b.tail.max_events);
         assert_eq!(a.tail.max_bytes, b.tail.max_bytes);
+        assert_eq!(a.retention.interval, b.retention.interval);
+        assert_eq!(a.retention.batch, b.retention.batch);
+        assert_eq!(
+            b.retention.interval,
+            tributary_core::RetentionOptions::default().interval
+        );
         // And the defaults are the libraries' own, not copies that could drift.
         assert_eq!(b.tail.max_events, TailConfig::default().max_events);
         assert_eq!(defaults.synchronous, SqliteOptions::default().synchronous);

@@ -195,9 +195,27 @@ pub struct GroupInfo {
     pub redelivered: u64,
     /// Events parked in the dead-letter queue so far.
     pub parked: u64,
+    /// Times retention removed matching events before the group read them.
+    #[serde(default)]
+    pub truncations: u64,
+    /// The last such time, if any.
+    #[serde(default)]
+    pub last_truncation: Option<Truncation>,
     /// The members the server knows of.
     #[serde(default)]
     pub members: Vec<MemberInfo>,
+}
+
+/// Retention removed events of a group's topics after position `after`, up to
+/// `pruned_through`, before the group read them (see [`GroupInfo::last_truncation`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truncation {
+    /// The group's read cursor at the time.
+    pub after: Position,
+    /// The highest position removed from the group's topics.
+    pub pruned_through: Position,
+    /// When the group noticed.
+    pub at: Timestamp,
 }
 
 /// One member of a group, as [`GroupInfo::members`] lists it.

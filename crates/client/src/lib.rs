@@ -71,7 +71,7 @@ mod subscribe;
 pub use client::{Client, HistoryPage, HistoryQuery};
 pub use error::ClientError;
 pub use groups::{
-    Delivery, DlqEntry, DlqPage, GroupInfo, GroupSpec, MemberInfo, ParseDurationError,
+    Delivery, DlqEntry, DlqPage, GroupInfo, GroupSpec, MemberInfo, ParseDurationError, Truncation,
     format_duration, parse_duration,
 };
 pub use subscribe::{Backoff, SubscribeOptions, Subscription, SubscriptionEvent};

@@ -43,7 +43,7 @@ pub use group::{
 };
 pub use log::{CommitStats, Log, ReadQuery, TopicInfo};
 pub use memory::MemoryLog;
-pub use retention::{PruneRule, Retention, RetentionOptions, TopicConfig};
+pub use retention::{PruneRule, Retention, RetentionOptions, RetentionTask, TopicConfig};
 pub use stream::{EventStream, StreamItem, StreamOptions};
 pub use tail::{Tail, TailConfig};
 pub use topic::{Topic, TopicPattern};

@@ -61,6 +61,7 @@ use tributary_core::{
 
 use journal::{Journal, Ticket};
 use state::State;
+pub use state::Truncation;
 pub use tributary_core::duration::{format_duration, parse_duration};
 
 /// Tuning for every group.
@@ -178,6 +179,9 @@ pub struct GroupInfo {
     pub delivered: u64,
     pub redelivered: u64,
     pub parked: u64,
+    /// Times retention removed events before the group read them, and the last one.
+    pub truncations: u64,
+    pub last_truncation: Option<Truncation>,
     pub members: Vec<MemberInfo>,
 }
 
@@ -375,6 +379,8 @@ impl Groups {
             delivered: s.counters.delivered,
             redelivered: s.counters.redelivered,
             parked: s.counters.parked,
+            truncations: s.counters.truncations,
+            last_truncation: s.last_truncation,
             members,
         })
     }
@@ -598,8 +604,17 @@ impl Groups {
                         limit: room.min(self.options.read_batch),
                     })
                     .await;
+                // Asked after the read, as every reader does (see `Log::pruned_through`).
+                let pruned = match &page {
+                    Ok(_) => self.log.pruned_through(&filter).await.unwrap_or(0),
+                    Err(_) => 0,
+                };
                 match page {
                     Ok(events) => {
+                        group
+                            .state
+                            .lock()
+                            .note_pruned(cursor, pruned, Timestamp::now());
                         let full = events.len() == room.min(self.options.read_batch);
                         let up_to = match (full, events.last()) {
                             (true, Some(last)) => last.position,

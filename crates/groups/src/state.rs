@@ -54,6 +54,8 @@ pub(crate) struct Counters {
     pub delivered: u64,
     pub redelivered: u64,
     pub parked: u64,
+    /// Times retention removed events the group had not read yet.
+    pub truncations: u64,
 }
 
 pub(crate) struct State {
@@ -70,6 +72,20 @@ pub(crate) struct State {
     /// Progress saved before a restart for events not read back into the window yet.
     pub saved: HashMap<Position, EventProgress>,
     pub counters: Counters,
+    /// The last time retention overtook the group's read cursor.
+    pub last_truncation: Option<Truncation>,
+    /// Removals up to here are accounted for (reported, or made before a group that
+    /// starts at 0 first read); `None` until the first read.
+    pub told_through: Option<Position>,
+}
+
+/// Retention removed events of the group's topics after position `after`, up to
+/// `pruned_through`, before the group read them: they may never be delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Truncation {
+    pub after: Position,
+    pub pruned_through: Position,
+    pub at: Timestamp,
 }
 
 pub(crate) type Changes = Vec<GroupChange>;
@@ -86,6 +102,31 @@ impl State {
             members: HashMap::new(),
             saved: HashMap::new(),
             counters: Counters::default(),
+            last_truncation: None,
+            told_through: None,
+        }
+    }
+
+    /// After a read of the log that started after `after`: records a truncation if
+    /// retention has removed events of the group's topics past what it knew of.
+    pub fn note_pruned(&mut self, after: Position, pruned_through: Position, at: Timestamp) {
+        let told = *self
+            .told_through
+            .get_or_insert(if after == 0 { pruned_through } else { 0 });
+        if pruned_through > after.max(told) {
+            self.told_through = Some(pruned_through);
+            self.counters.truncations += 1;
+            self.last_truncation = Some(Truncation {
+                after,
+                pruned_through,
+                at,
+            });
+            tracing::warn!(
+                group = %self.config.name,
+                after,
+                pruned_through,
+                "retention removed events this group had not read yet"
+            );
         }
     }
 

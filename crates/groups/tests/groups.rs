@@ -474,3 +474,60 @@ async fn per_key_order_with_four_members_and_fifty_keys() {
     }
     assert_eq!(w.groups.info("g").unwrap().lag, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_group_overtaken_by_retention_says_so_and_goes_on() {
+    let log = Arc::new(MemoryLog::new());
+    let groups = Groups::open(
+        log.clone() as Arc<dyn Log>,
+        Arc::new(MemoryGroupStore::new()) as Arc<dyn GroupStore>,
+        // A window of 2: the group reads no further until those are acked.
+        GroupsOptions {
+            window: 2,
+            read_batch: 2,
+        },
+    )
+    .await
+    .unwrap();
+    let w = World {
+        log,
+        store: Arc::new(MemoryGroupStore::new()),
+        groups,
+    };
+    let mut c = config("g");
+    c.ordering = Ordering::None;
+    w.groups.create(c, Start::Earliest).await.unwrap();
+    w.publish("jobs.a", 10).await;
+    settle().await;
+    let first = w.pull("g", "m", 10).await;
+    assert_eq!(first.iter().map(|d| d.position).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(w.groups.info("g").unwrap().truncations, 0);
+
+    // Retention keeps the newest 3 (seqs 8..=10) while the group holds 1 and 2.
+    let rule = tributary_core::PruneRule {
+        before: None,
+        keep_last: Some(3),
+    };
+    let removed = w
+        .log
+        .prune(&Topic::new("jobs.a").unwrap(), rule, 100)
+        .await
+        .unwrap();
+    assert_eq!(removed, 7);
+    w.groups.ack("g", &first).await.unwrap();
+    settle().await;
+
+    let info = w.groups.info("g").unwrap();
+    assert_eq!(info.truncations, 1);
+    let t = info.last_truncation.expect("the truncation is recorded");
+    assert_eq!((t.after, t.pruned_through), (2, 7));
+    let mut rest = Vec::new();
+    for _ in 0..3 {
+        let got = w.pull("g", "m", 10).await;
+        w.groups.ack("g", &got).await.unwrap();
+        settle().await;
+        rest.extend(got.iter().map(|d| d.position));
+    }
+    assert_eq!(rest, [8, 9, 10], "what is left is delivered");
+    assert_eq!(w.groups.info("g").unwrap().truncations, 1, "told once");
+}

@@ -11,6 +11,7 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use tokio_util::sync::CancellationToken;
 use tributary_core::{Log, Tail};
+use tributary_core::{Retention, RetentionTask};
 use tributary_groups::Groups;
 
 use crate::config::Config;
@@ -33,6 +34,9 @@ struct Inner {
     livestore: Arc<livestore::Stores>,
     groups: Arc<Groups>,
     connections: Arc<Connections>,
+    retention: Arc<Retention>,
+    /// The background retention pass; stopped when draining (or dropped with the state).
+    retention_task: parking_lot::Mutex<Option<RetentionTask>>,
     draining: AtomicBool,
     /// Cancelled with `draining`, for the long polls and group streams to end on.
     drained: CancellationToken,
@@ -44,6 +48,8 @@ impl AppState {
     pub fn new(log: Arc<dyn Log>, groups: Arc<Groups>, config: Config) -> Self {
         let tail = Tail::spawn(Arc::clone(&log), config.tail.clone());
         let connections = Arc::new(Connections::new(config.max_connections));
+        let retention = Retention::new(Arc::clone(&log), config.retention.clone());
+        let retention_task = retention.spawn();
         AppState {
             inner: Arc::new(Inner {
                 log,
@@ -53,6 +59,8 @@ impl AppState {
                 livestore: Arc::default(),
                 groups,
                 connections,
+                retention,
+                retention_task: parking_lot::Mutex::new(Some(retention_task)),
                 draining: AtomicBool::new(false),
                 drained: CancellationToken::new(),
             }),
@@ -89,6 +97,11 @@ impl AppState {
         &self.inner.groups
     }
 
+    /// Topic retention: the pass the background task runs, and topic deletion.
+    pub fn retention(&self) -> &Arc<Retention> {
+        &self.inner.retention
+    }
+
     /// Resolves once the server starts draining.
     pub async fn drained(&self) {
         self.inner.drained.cancelled().await;
@@ -105,6 +118,8 @@ impl AppState {
         self.inner.draining.store(true, Ordering::SeqCst);
         self.inner.drained.cancel();
         self.inner.tail.close();
+        // A prune batch in flight is one transaction: stopping loses nothing.
+        drop(self.inner.retention_task.lock().take());
         // WebSocket sessions end too; LiveStore clients reconnect and pull from their
         // cursor.
         self.inner.livestore.close();
@@ -117,7 +132,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events", post(events::publish))
         .route("/api/v1/events/stream", get(stream::stream))
         .route("/api/v1/events/history", get(history::history))
-        .route("/api/v1/topics", get(topics::list))
+        .route("/api/v1/topics", get(topics::list).post(topics::create))
+        .route(
+            "/api/v1/topics/{topic}",
+            get(topics::show)
+                .put(topics::replace)
+                .delete(topics::delete),
+        )
         .route(
             "/api/v1/connections",
             post(connections::register).get(connections::list),

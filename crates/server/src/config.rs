@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tributary_core::TailConfig;
+use tributary_core::{RetentionOptions, TailConfig};
 
 /// Limits and timings of the server. Every field has a default suited to one node.
 #[derive(Clone, Debug)]
@@ -23,6 +23,8 @@ pub struct Config {
     /// Open SSE event streams at most (and registered streams at most); past it, a new
     /// stream is refused with 503 and `Retry-After`.
     pub max_connections: usize,
+    /// How often topic retention runs, and how many events it removes per write.
+    pub retention: RetentionOptions,
 }
 
 impl Default for Config {
@@ -35,6 +37,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             tail: TailConfig::default(),
             max_connections: 10_000,
+            retention: RetentionOptions::default(),
         }
     }
 }

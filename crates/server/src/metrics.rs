@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub tail_events: usize,
     pub tail_bytes: usize,
     pub commits: CommitStats,
+    /// Events removed by topic retention and deletion since start.
+    pub retention_removed: u64,
 }
 
 impl Default for Metrics {
@@ -166,6 +168,12 @@ impl Metrics {
             "Events stored by those commits; divided by the commits, the group-commit size.",
             snapshot.commits.events,
         );
+        counter(
+            &mut out,
+            "tributary_retention_removed_events_total",
+            "Events removed by topic retention (max_age, max_events) and topic deletion.",
+            snapshot.retention_removed,
+        );
         gauge(
             &mut out,
             "tributary_log_head",
@@ -276,7 +284,7 @@ impl Histogram {
 /// and parked events. Group names are `[A-Za-z0-9_.-]`, so they need no escaping.
 pub fn render_groups(out: &mut String, groups: &[tributary_groups::GroupInfo]) {
     type Field = fn(&tributary_groups::GroupInfo) -> u64;
-    let families: [(&str, &str, &str, Field); 5] = [
+    let families: [(&str, &str, &str, Field); 6] = [
         (
             "tributary_group_lag",
             "Matching events the group has not acked or parked yet.",
@@ -307,6 +315,12 @@ pub fn render_groups(out: &mut String, groups: &[tributary_groups::GroupInfo]) {
             "counter",
             |g| g.parked,
         ),
+        (
+            "tributary_group_truncations_total",
+            "Times retention removed matching events before the group read them.",
+            "counter",
+            |g| g.truncations,
+        ),
     ];
     for (name, help, kind, field) in families {
         header(out, name, help, kind);
@@ -334,7 +348,9 @@ mod tests {
                 commits: 2,
                 events: 21,
             },
+            retention_removed: 7,
         });
+        assert!(text.contains("tributary_retention_removed_events_total 7\n"));
         assert!(text.contains("tributary_appended_events_total 20\n"));
         assert!(text.contains("tributary_log_commits_total 2\n"));
         assert!(text.contains("tributary_log_committed_events_total 21\n"));

@@ -167,6 +167,8 @@ fn info_json(i: &GroupInfo) -> Value {
         "delivered": i.delivered,
         "redelivered": i.redelivered,
         "parked": i.parked,
+        "truncations": i.truncations,
+        "last_truncation": i.last_truncation,
         "members": members,
     })
 }

@@ -40,6 +40,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         tail_events,
         tail_bytes,
         commits: state.log().commit_stats(),
+        retention_removed: state.retention().removed(),
     });
     crate::metrics::render_groups(&mut text, &state.groups().list());
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
