@@ -12,6 +12,8 @@ mod e2e {
     mod livestore;
     mod publish;
     mod resume;
+    mod retention;
     mod shutdown;
     mod slow_reader;
+    mod topics_cli;
 }

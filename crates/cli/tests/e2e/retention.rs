@@ -1,0 +1,1 @@
+//! Topic retention against the real binary.

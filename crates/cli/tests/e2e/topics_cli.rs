@@ -1,0 +1,1 @@
+//! `tributary topics` subcommands against the real binary.
