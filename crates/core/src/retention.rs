@@ -242,6 +242,7 @@ impl Drop for RetentionTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Args, MemoryLog, NewEvent, ReadQuery};
 
     #[test]
     fn config_reads_and_writes_with_units() {
@@ -296,5 +297,71 @@ mod tests {
         assert!(!rule.removes(1, Timestamp::from_millis(40_000), 3));
         assert!(PruneRule::everything().removes(5, Timestamp::from_millis(0), 5));
         assert!(!PruneRule::default().removes(1, Timestamp::from_millis(0), 5));
+    }
+
+    #[tokio::test]
+    async fn a_pass_applies_each_topics_rule_as_of_the_time_it_is_given() {
+        let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
+        let topic = |t: &str| Topic::new(t).unwrap();
+        let minute = TopicConfig {
+            max_age: Some(Duration::from_secs(60)),
+            ..TopicConfig::default()
+        };
+        let two = TopicConfig {
+            max_events: Some(2),
+            ..TopicConfig::default()
+        };
+        log.set_topic_config(&topic("old"), minute).await.unwrap();
+        log.set_topic_config(&topic("many"), two).await.unwrap();
+        log.set_topic_config(&topic("sized"), TopicConfig::default())
+            .await
+            .unwrap();
+        for t in ["old", "many", "free", "sized"] {
+            let batch = (0..3)
+                .map(|_| NewEvent::new(topic(t), "x", Args::null()))
+                .collect();
+            log.append(batch).await.unwrap();
+        }
+        let filter = crate::Filter::all();
+        let events = log
+            .read(ReadQuery {
+                after: 0,
+                up_to: 12,
+                filter: &filter,
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        let newest = events.last().unwrap().timestamp.as_millis();
+        let at = |ms: i64| Timestamp::from_millis(newest + ms);
+        // Batches of one: the pass keeps going until each topic is within its rule.
+        let retention = Retention::new(
+            Arc::clone(&log),
+            RetentionOptions {
+                interval: Duration::from_secs(1),
+                batch: 1,
+            },
+        );
+
+        // A minute has not passed yet: only the count rule removes anything.
+        assert_eq!(retention.run_once(at(59_000)).await.unwrap(), 1);
+        assert_eq!(retention.run_once(at(59_000)).await.unwrap(), 0);
+        // Now every event of "old" is more than a minute old.
+        assert_eq!(retention.run_once(at(61_000)).await.unwrap(), 3);
+        assert_eq!(retention.removed(), 4);
+        let count = |t: &'static str| {
+            let log = Arc::clone(&log);
+            async move { log.topic(&topic(t)).await.unwrap().unwrap().event_count }
+        };
+        assert_eq!(count("old").await, 0);
+        assert_eq!(count("many").await, 2);
+        assert_eq!(count("free").await, 3, "no settings: kept");
+        assert_eq!(count("sized").await, 3, "settings without retention: kept");
+        // Deleting takes the settings and every event.
+        assert_eq!(retention.delete_topic(&topic("many")).await.unwrap(), 2);
+        assert_eq!(
+            log.topic(&topic("many")).await.unwrap().unwrap().config,
+            None
+        );
     }
 }
