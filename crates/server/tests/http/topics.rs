@@ -2,16 +2,16 @@
 //! `/api/v1/topics` routes, their bad-input battery, per-topic event size, and what
 //! history and SSE readers are told when retention overtakes their cursor.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tributary_core::{GroupStore, Log, MemoryGroupStore, MemoryLog, RetentionOptions};
-use tributary_server::{Config, serve};
+use tributary_core::RetentionOptions;
+use tributary_server::Config;
+
+use super::common::{code, http, spawn};
 
 struct Server {
     base: String,
@@ -20,22 +20,11 @@ struct Server {
 }
 
 async fn start(config: Config) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(serve(
-        listener,
-        Arc::new(MemoryLog::new()) as Arc<dyn Log>,
-        Arc::new(MemoryGroupStore::new()) as Arc<dyn GroupStore>,
-        config,
-        async move {
-            let _ = rx.await;
-        },
-    ));
+    let spawned = spawn(config).await;
     Server {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        _stop: tx,
+        base: format!("http://{}", spawned.addr),
+        http: http(),
+        _stop: spawned.stop,
     }
 }
 
@@ -83,10 +72,6 @@ impl Server {
             self.publish("b", 1).await;
         }
     }
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_default()
 }
 
 fn positions(page: &Value) -> Vec<u64> {

@@ -1,16 +1,15 @@
 //! Consumer groups over HTTP, against the server on a real socket (in-memory log and
 //! group store): the routes, their answers, and bad input refused with nothing changed.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tributary_core::{GroupStore, Log, MemoryGroupStore, MemoryLog};
-use tributary_server::{Config, serve};
+use tributary_server::Config;
+
+use super::common::{code, http, spawn};
 
 struct Server {
     base: String,
@@ -19,23 +18,11 @@ struct Server {
 }
 
 async fn start() -> Server {
-    let log = Arc::new(MemoryLog::new());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(serve(
-        listener,
-        log as Arc<dyn Log>,
-        Arc::new(MemoryGroupStore::new()) as Arc<dyn GroupStore>,
-        Config::default(),
-        async move {
-            let _ = rx.await;
-        },
-    ));
+    let spawned = spawn(Config::default()).await;
     Server {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        _stop: tx,
+        base: format!("http://{}", spawned.addr),
+        http: http(),
+        _stop: spawned.stop,
     }
 }
 
@@ -92,10 +79,6 @@ fn ids(deliveries: &[Value]) -> Vec<String> {
         .iter()
         .map(|d| d["delivery_id"].as_str().unwrap().to_owned())
         .collect()
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("<none>")
 }
 
 #[tokio::test]

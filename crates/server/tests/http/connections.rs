@@ -1,16 +1,15 @@
 //! Registered connections and the connection list, against the server on a real socket.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tributary_core::{GroupStore, Log, MemoryGroupStore, MemoryLog};
-use tributary_server::{Config, serve};
+use tributary_server::Config;
+
+use super::common::{http, spawn};
 
 struct Server {
     base: String,
@@ -19,22 +18,11 @@ struct Server {
 }
 
 async fn start(config: Config) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(serve(
-        listener,
-        Arc::new(MemoryLog::new()) as Arc<dyn Log>,
-        Arc::new(MemoryGroupStore::new()) as Arc<dyn GroupStore>,
-        config,
-        async move {
-            let _ = rx.await;
-        },
-    ));
+    let spawned = spawn(config).await;
     Server {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        _stop: tx,
+        base: format!("http://{}", spawned.addr),
+        http: http(),
+        _stop: spawned.stop,
     }
 }
 

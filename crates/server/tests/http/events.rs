@@ -1,5 +1,4 @@
-//! The server against a real socket: each test starts `serve` on `127.0.0.1:0` over a
-//! `MemoryLog` and talks to it with a real HTTP client.
+//! Publish, SSE, history, health, metrics and shutdown: the core routes.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -13,8 +12,10 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tributary_core::{Filter, GroupStore, Log, MemoryGroupStore, MemoryLog, ReadQuery};
-use tributary_server::{AppState, Config, ServerError, router, serve};
+use tributary_core::{Filter, Log, MemoryGroupStore, MemoryLog, ReadQuery};
+use tributary_server::{AppState, Config, ServerError, router};
+
+use super::common::{Spawned, http, spawn};
 
 struct TestServer {
     addr: SocketAddr,
@@ -29,24 +30,17 @@ async fn start() -> TestServer {
 }
 
 async fn start_with(config: Config) -> TestServer {
-    let log = Arc::new(MemoryLog::new());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let served = tokio::spawn(serve(
-        listener,
-        Arc::clone(&log) as Arc<dyn Log>,
-        Arc::new(MemoryGroupStore::new()) as Arc<dyn GroupStore>,
-        config,
-        async move {
-            let _ = rx.await;
-        },
-    ));
+    let Spawned {
+        addr,
+        log,
+        stop,
+        served,
+    } = spawn(config).await;
     TestServer {
         addr,
         log,
-        client: reqwest::Client::builder().no_proxy().build().unwrap(),
-        shutdown: Some(tx),
+        client: http(),
+        shutdown: Some(stop),
         served,
     }
 }
@@ -1011,8 +1005,10 @@ mod topics {
         assert_eq!(
             body,
             json!({"topics": [
-                {"topic": "a", "head_seq": 2, "event_count": 2, "last_position": 2},
-                {"topic": "b.c", "head_seq": 1, "event_count": 1, "last_position": 3},
+                {"topic": "a", "head_seq": 2, "event_count": 2, "last_position": 2,
+                 "pruned_seq": 0, "pruned_position": 0},
+                {"topic": "b.c", "head_seq": 1, "event_count": 1, "last_position": 3,
+                 "pruned_seq": 0, "pruned_position": 0},
             ]})
         );
     }
