@@ -6,7 +6,9 @@
 //! - `main.rs`: the command line, logging set-up and error reporting.
 //! - `serve`: the `serve` command and its settings (flags, environment, config file).
 //! - `publish`: one event from flags, or NDJSON from stdin in batches.
-//! - `read`: `tail`, `history` and `topics`, which print JSON lines.
+//! - `read`: `tail` and `history`, which print JSON lines.
+//! - `topics`: `topics [list]|create|set|show|delete`: topics and their settings
+//!   (retention, largest event).
 //! - `consume`: one member of a consumer group, running a command per delivery (or
 //!   printing it) and acking or nacking it.
 //! - `groups`: `groups create|list|show|delete|dlq|replay|discard`.
@@ -21,6 +23,7 @@ mod groups;
 mod publish;
 mod read;
 mod serve;
+mod topics;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -65,17 +68,28 @@ enum Command {
     /// Starts at the head (new events only) unless --since or --from-start says otherwise.
     /// Reconnects by itself after network errors and server restarts, and resumes where
     /// it stopped, so no event is missed or printed twice. Runs until interrupted, or
-    /// until --until or --snapshot ends it.
+    /// until --until or --snapshot ends it. Where retention removed events before they
+    /// could be printed, a warning says so on stderr and the tail goes on.
     #[command(verbatim_doc_comment)]
     Tail(read::TailArgs),
     /// Print stored events as JSON lines, one page or (--all) every page
     ///
     /// Prints stored events as JSON lines on stdout, oldest first. Without --all, prints
-    /// one page and, when more follow, the --cursor of the next page on stderr.
+    /// one page and, when more follow, the --cursor of the next page on stderr. If
+    /// retention removed events after the start before they were read, it fails and
+    /// names the --cursor that reads on from what is left.
     #[command(verbatim_doc_comment)]
     History(read::HistoryArgs),
-    /// Print every topic with its head seq, event count and last position, as JSON lines.
-    Topics(read::TopicsArgs),
+    /// List topics, or manage one topic's settings (retention, largest event)
+    ///
+    /// Alone (or as `topics list`), prints every topic as one JSON line: its head seq,
+    /// event count, last position, how far retention removed its events (pruned_seq,
+    /// pruned_position) and its settings (config), if it has any.
+    ///
+    /// `topics create|set|show|delete NAME` give a topic settings, replace them, print the
+    /// topic, or delete it with all its events.
+    #[command(verbatim_doc_comment)]
+    Topics(topics::TopicsArgs),
     /// Consume a group as one member: run a command per delivery, or print each event
     ///
     /// Pulls deliveries from GROUP (long polls) as member --member and handles them one
@@ -199,7 +213,7 @@ fn main() -> ExitCode {
             Command::Publish(args) => publish::run(args).await,
             Command::Tail(args) => read::tail(args).await,
             Command::History(args) => read::history(args).await,
-            Command::Topics(args) => read::topics(args).await,
+            Command::Topics(args) => topics::run(args).await,
             Command::Consume(args) => consume::run(args).await,
             Command::Groups(args) => groups::run(args).await,
         }

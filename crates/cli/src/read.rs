@@ -1,12 +1,14 @@
-//! `tributary tail`, `history` and `topics`: read through the client crate and print
-//! one JSON value per line to stdout.
+//! `tributary tail` and `history`: read through the client crate and print one JSON
+//! value per line to stdout. Where retention removed events before they could be read,
+//! `tail` warns on stderr and goes on; `history` stops with an error that gives the
+//! cursor to read on with.
 
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::bail;
 use clap::Args;
 use futures::StreamExt;
-use tributary_client::{HistoryQuery, SubscribeOptions, SubscriptionEvent};
+use tributary_client::{ClientError, HistoryQuery, SubscribeOptions, SubscriptionEvent};
 use tributary_core::Timestamp;
 
 use crate::{Conn, FilterArgs, print_line};
@@ -60,6 +62,16 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
             SubscriptionEvent::Event(event) => event,
             SubscriptionEvent::CaughtUp { position } => {
                 tracing::debug!(position, "caught up; following live events");
+                continue;
+            }
+            SubscriptionEvent::Truncated {
+                after,
+                pruned_through,
+            } => {
+                eprintln!(
+                    "warning: events after position {after} up to {pruned_through} were \
+                     removed by retention before they could be shown"
+                );
                 continue;
             }
             _ => continue,
@@ -118,7 +130,27 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
         limit,
     };
     loop {
-        let page = client.history(&query).await?;
+        let page = match client.history(&query).await {
+            Ok(page) => page,
+            Err(ClientError::CursorExpired {
+                cursor,
+                pruned_through,
+                earliest_position,
+                resume_cursor,
+            }) => {
+                let left = earliest_position.map_or_else(
+                    || "no matching event is left after it".to_owned(),
+                    |p| format!("the oldest matching event left after it is at position {p}"),
+                );
+                bail!(
+                    "events after position {cursor} up to {pruned_through} were removed by \
+                     retention before they were read ({left}); to read on from what is left, \
+                     run again with --cursor {resume_cursor} (in place of --since, \
+                     --since-time or --cursor)"
+                );
+            }
+            Err(e) => return Err(e.into()),
+        };
         for event in &page.events {
             if !print_line(&serde_json::to_string(event)?)? {
                 return Ok(());
@@ -133,22 +165,4 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
         }
         query = query.after(&page);
     }
-}
-
-/// Prints every topic as one JSON line: `{"topic","head_seq","event_count","last_position"}`.
-#[derive(Args, Debug)]
-pub struct TopicsArgs {
-    #[command(flatten)]
-    conn: Conn,
-}
-
-pub async fn topics(args: TopicsArgs) -> anyhow::Result<()> {
-    let client = args.conn.client()?;
-    let topics = client.topics().await.context("listing topics")?;
-    for topic in topics {
-        if !print_line(&serde_json::to_string(&topic)?)? {
-            break;
-        }
-    }
-    Ok(())
 }

@@ -1,12 +1,13 @@
-//! [`Client`]: publish, history, topics, the entry point of subscriptions, and the
-//! request plumbing every call shares (consumer groups' calls are in `groups`).
+//! [`Client`]: publish, history, the entry point of subscriptions, and the request
+//! plumbing every call shares (topics' calls are in `topics`, consumer groups' in
+//! `groups`).
 
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tributary_core::{Appended, Event, Filter, NewEvent, Position, Timestamp, TopicInfo};
+use tributary_core::{Appended, Event, Filter, NewEvent, Position, Timestamp};
 use url::Url;
 
 use crate::error::ClientError;
@@ -37,7 +38,9 @@ pub struct HistoryQuery {
     pub filter: Filter,
     /// Return events after this position.
     pub since: Option<Position>,
-    /// Continue where a previous page ended ([`HistoryPage::next_cursor`]).
+    /// Continue where a previous page ended ([`HistoryPage::next_cursor`]), or read on
+    /// past a removal with [`ClientError::CursorExpired`]'s `resume_cursor`. Cursors are
+    /// opaque strings (`"120"`, `"120~500"`): pass them back as they came.
     pub cursor: Option<String>,
     /// Return no event after this position.
     pub until: Option<Position>,
@@ -50,10 +53,16 @@ pub struct HistoryQuery {
 impl HistoryQuery {
     /// The same query, continuing after `page`.
     pub fn after(&self, page: &HistoryPage) -> HistoryQuery {
+        self.with_cursor(page.next_cursor.clone())
+    }
+
+    /// The same query, starting at `cursor` instead (a [`HistoryPage::next_cursor`], or
+    /// the `resume_cursor` of [`ClientError::CursorExpired`]).
+    pub fn with_cursor(&self, cursor: impl Into<String>) -> HistoryQuery {
         HistoryQuery {
             since: None,
             since_time: None,
-            cursor: Some(page.next_cursor.clone()),
+            cursor: Some(cursor.into()),
             ..self.clone()
         }
     }
@@ -201,23 +210,17 @@ impl Client {
 
     /// Reads one page of stored events. To read everything, repeat with
     /// [`HistoryQuery::after`] while [`HistoryPage::has_more`] is true.
+    ///
+    /// Fails with [`ClientError::CursorExpired`] when retention removed events after the
+    /// query's `cursor` or `since` (of the topics it reads) that this reader was not told
+    /// of yet: nothing is skipped silently. Its `resume_cursor` reads on from the same
+    /// place, accepting the loss.
     pub async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, ClientError> {
         let req = self
             .http
             .get(self.endpoint("api/v1/events/history"))
             .query(&query.params());
         self.send_json(req, "the history page").await
-    }
-
-    /// Every topic with its head seq, event count and last position.
-    pub async fn topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
-        #[derive(Deserialize)]
-        struct Answer {
-            topics: Vec<TopicInfo>,
-        }
-        let req = self.http.get(self.endpoint("api/v1/topics"));
-        let answer: Answer = self.send_json(req, "the topic list").await?;
-        Ok(answer.topics)
     }
 
     /// Succeeds when the server answers its liveness check (`/healthz`).

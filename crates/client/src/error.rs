@@ -40,6 +40,25 @@ pub enum ClientError {
         /// The topic's actual head seq.
         head_seq: u64,
     },
+    /// Retention removed events after the read's cursor (of the topics it reads) before
+    /// they were read (HTTP 410, code `cursor_expired`). Nothing was returned, so that no
+    /// gap goes unnoticed; reading again with `resume_cursor` as the cursor accepts the
+    /// loss and goes on with what is left.
+    #[error(
+        "events after cursor {cursor} up to position {pruned_through} were removed by retention before they were read; resume with cursor {resume_cursor}"
+    )]
+    CursorExpired {
+        /// The cursor that expired, as the server read it (the position read after).
+        cursor: String,
+        /// The highest position removed from the topics read.
+        pruned_through: u64,
+        /// The first event still stored after the cursor that the read matches, if any
+        /// (among the events the refused page would have held).
+        earliest_position: Option<u64>,
+        /// The cursor to read on with, telling the server the loss is known (opaque, like
+        /// every cursor; today `"P~T"`).
+        resume_cursor: String,
+    },
     /// A group name that cannot be put in a URL path (empty, `.` or `..`); nothing was
     /// sent.
     #[error("group name {name:?} cannot be addressed in a URL path")]
@@ -63,24 +82,27 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The HTTP status the server answered, for [`ClientError::Api`] and
-    /// [`ClientError::SeqConflict`].
+    /// The HTTP status the server answered, for [`ClientError::Api`],
+    /// [`ClientError::SeqConflict`] and [`ClientError::CursorExpired`].
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             ClientError::Api { status, .. } => Some(*status),
             ClientError::SeqConflict { .. } => Some(StatusCode::CONFLICT),
+            ClientError::CursorExpired { .. } => Some(StatusCode::GONE),
             ClientError::Http(e) => e.status(),
             _ => None,
         }
     }
 
-    /// The server's stable error code, for [`ClientError::Api`] and
-    /// [`ClientError::SeqConflict`] (`"seq_conflict"`): what a caller matches on, such as
-    /// `"not_found"`, `"group_exists"` or `"stale_delivery"`.
+    /// The server's stable error code, for [`ClientError::Api`],
+    /// [`ClientError::SeqConflict`] (`"seq_conflict"`) and [`ClientError::CursorExpired`]
+    /// (`"cursor_expired"`): what a caller matches on, such as `"not_found"`,
+    /// `"topic_exists"`, `"group_exists"` or `"stale_delivery"`.
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Api { code, .. } => Some(code),
             ClientError::SeqConflict { .. } => Some("seq_conflict"),
+            ClientError::CursorExpired { .. } => Some("cursor_expired"),
             _ => None,
         }
     }
@@ -106,6 +128,10 @@ impl ClientError {
             topic: Option<String>,
             expected_seq: Option<u64>,
             head_seq: Option<u64>,
+            cursor: Option<String>,
+            pruned_through: Option<u64>,
+            earliest_position: Option<u64>,
+            resume_cursor: Option<String>,
         }
         match serde_json::from_slice::<Body>(body) {
             Ok(Body { error }) => match error {
@@ -120,6 +146,21 @@ impl ClientError {
                         topic,
                         expected_seq,
                         head_seq,
+                    }
+                }
+                ErrorObject {
+                    code,
+                    cursor: Some(cursor),
+                    pruned_through: Some(pruned_through),
+                    earliest_position,
+                    resume_cursor: Some(resume_cursor),
+                    ..
+                } if status == StatusCode::GONE && code == "cursor_expired" => {
+                    ClientError::CursorExpired {
+                        cursor,
+                        pruned_through,
+                        earliest_position,
+                        resume_cursor,
                     }
                 }
                 ErrorObject { code, message, .. } => ClientError::Api {
@@ -163,6 +204,47 @@ mod tests {
             } => assert_eq!((topic.as_str(), expected_seq, head_seq), ("a.b", 3, 5)),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn cursor_expired_is_recognized() {
+        // The body as the server writes it (earliest_position may be null).
+        let body = br#"{"error":{"code":"cursor_expired","message":"events after position 3 up to 7 may have been removed by retention","cursor":"3","pruned_through":7,"earliest_position":8,"resume_cursor":"3~7"}}"#;
+        let e = ClientError::from_response(StatusCode::GONE, body);
+        match &e {
+            ClientError::CursorExpired {
+                cursor,
+                pruned_through,
+                earliest_position,
+                resume_cursor,
+            } => assert_eq!(
+                (
+                    cursor.as_str(),
+                    *pruned_through,
+                    *earliest_position,
+                    resume_cursor.as_str()
+                ),
+                ("3", 7, Some(8), "3~7")
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(e.code(), Some("cursor_expired"));
+        assert_eq!(e.status(), Some(StatusCode::GONE));
+        assert!(e.to_string().contains("resume with cursor 3~7"), "{e}");
+
+        let body = br#"{"error":{"code":"cursor_expired","message":"m","cursor":"3","pruned_through":7,"earliest_position":null,"resume_cursor":"3~7"}}"#;
+        assert!(matches!(
+            ClientError::from_response(StatusCode::GONE, body),
+            ClientError::CursorExpired {
+                earliest_position: None,
+                ..
+            }
+        ));
+        // Without its fields it is still told by its code.
+        let body = br#"{"error":{"code":"cursor_expired","message":"gone"}}"#;
+        let e = ClientError::from_response(StatusCode::GONE, body);
+        assert!(matches!(&e, ClientError::Api { .. }), "{e:?}");
+        assert_eq!(e.code(), Some("cursor_expired"));
     }
 
     #[test]

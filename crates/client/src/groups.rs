@@ -612,7 +612,8 @@ mod tests {
             "max_deliveries":5,"backoff":["1s","5s","30s"],"max_in_flight":100,
             "ordering":"per_key","created_at":"2026-11-22T03:00:00.000Z","committed":1200,
             "head":1450,"lag":37,"in_flight":12,"waiting":2,"dlq_size":1,"delivered":1290,
-            "redelivered":14,"parked":1,"members":[
+            "redelivered":14,"parked":1,"truncations":1,"last_truncation":
+              {"after":40,"pruned_through":90,"at":"2026-11-22T03:04:00.000Z"},"members":[
               {"member":"worker-1","in_flight":6,"last_seen":"2026-11-22T03:05:00.000Z"},
               {"member":"worker-2","in_flight":0,"last_seen":null}]}"#;
         let info: GroupInfo = serde_json::from_str(text).unwrap();
@@ -622,6 +623,10 @@ mod tests {
         assert_eq!((info.committed, info.head, info.lag), (1200, 1450, 37));
         assert_eq!(info.members.len(), 2);
         assert_eq!(info.members[1].last_seen, None);
+        assert_eq!(
+            info.last_truncation.map(|t| (t.after, t.pruned_through)),
+            Some((40, 90))
+        );
         let original: serde_json::Value = serde_json::from_str(text).unwrap();
         assert_eq!(serde_json::to_value(&info).unwrap(), original);
     }

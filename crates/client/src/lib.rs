@@ -5,11 +5,17 @@
 //!   that did not match.
 //! - [`Client::history`] reads stored events one page at a time
 //!   (`GET /api/v1/events/history`); [`HistoryQuery::after`] continues with the next page.
-//! - [`Client::topics`] lists topics with their heads (`GET /api/v1/topics`).
+//!   A cursor that retention overtook fails with [`ClientError::CursorExpired`], whose
+//!   `resume_cursor` reads on from what is left.
+//! - Topics (`/api/v1/topics`): [`Client::topics`] lists them with their heads,
+//!   [`Client::topic`] shows one; [`Client::create_topic`], [`Client::set_topic`] give a
+//!   topic settings (`tributary_core::TopicConfig`: `max_age`, `max_events`,
+//!   `max_event_bytes`) and [`Client::delete_topic`] removes it with its events.
 //! - [`Client::subscribe`] follows events over Server-Sent Events
 //!   (`GET /api/v1/events/stream`): history first, then live. The [`Subscription`]
 //!   reconnects by itself with exponential backoff and `Last-Event-ID`, and yields every
-//!   event exactly once, in position order.
+//!   event exactly once, in position order; [`SubscriptionEvent::Truncated`] says where
+//!   retention removed events before they could be yielded.
 //! - Consumer groups (`/api/v1/groups`): [`Client::create_group`] from a [`GroupSpec`],
 //!   [`Client::group`] and [`Client::groups`] ([`GroupInfo`]), [`Client::delete_group`];
 //!   a member [`Client::pull`]s [`Delivery`]s (long poll) and settles each with
@@ -24,6 +30,7 @@
 //! - `client`: [`Client`], [`HistoryQuery`], [`HistoryPage`].
 //! - `groups`: [`GroupSpec`], [`GroupInfo`], [`MemberInfo`], [`Delivery`], [`DlqEntry`],
 //!   [`DlqPage`], the duration format, and the consumer-group methods of [`Client`].
+//! - `topics`: the topic methods of [`Client`].
 //! - `subscribe`: [`Subscription`], [`SubscribeOptions`], [`SubscriptionEvent`], [`Backoff`].
 //! - [`sse`]: a small incremental parser for the `text/event-stream` format.
 //! - `error`: [`ClientError`].
@@ -53,6 +60,9 @@
 //!     match item? {
 //!         SubscriptionEvent::Event(e) => println!("{} {} {}", e.position, e.topic, e.name),
 //!         SubscriptionEvent::CaughtUp { position } => println!("live after {position}"),
+//!         SubscriptionEvent::Truncated { after, pruned_through } => {
+//!             eprintln!("events after {after} up to {pruned_through} were removed")
+//!         }
 //!         _ => {}
 //!     }
 //! }
@@ -67,6 +77,7 @@ mod error;
 mod groups;
 pub mod sse;
 mod subscribe;
+mod topics;
 
 pub use client::{Client, HistoryPage, HistoryQuery};
 pub use error::ClientError;

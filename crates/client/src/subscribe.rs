@@ -5,6 +5,13 @@
 //! has been delivered). Each reconnect sends it as `Last-Event-ID` (and as `since`), and
 //! any event at or before it is dropped, so the caller sees each event exactly once, in
 //! position order, across any number of reconnects.
+//!
+//! Retention may remove events before the subscription gets to them (a topic's
+//! `max_age` or `max_events`, or a deleted topic). The server then says so, and the
+//! subscription yields [`SubscriptionEvent::Truncated`] before the events that are left:
+//! a gap is never silent. The marker does not move the cursor (other topics followed may
+//! still hold events in that range), and one already yielded is not yielded again when a
+//! reconnect makes the server repeat it.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -76,9 +83,23 @@ pub enum SubscriptionEvent {
         /// The log position the history part reached.
         position: Position,
     },
+    /// Retention removed events of the followed topics after position `after`, up to
+    /// `pruned_through`, before this subscription got them: some matching events in that
+    /// range may never be yielded. The subscription goes on with the events that are
+    /// left; [`Subscription::last_position`] is not moved by it.
+    Truncated {
+        /// The subscription's position when the server noticed the removal.
+        after: Position,
+        /// The highest position removed from the followed topics.
+        pruned_through: Position,
+    },
 }
 
 /// A live stream of events: a [`Stream`] of `Result<SubscriptionEvent, ClientError>`.
+///
+/// Besides the events it yields [`SubscriptionEvent::CaughtUp`] where history ends and
+/// [`SubscriptionEvent::Truncated`] where retention removed events before they could be
+/// delivered; match with a `_` arm, as newer versions may add kinds.
 ///
 /// It connects when first polled, reconnects after any network error, server restart
 /// or close other than the server's deliberate `end` (waiting per
@@ -104,6 +125,7 @@ impl Subscription {
             conn: None,
             wait: None,
             connected_before: false,
+            told_through: 0,
             done: false,
         };
         let inner = futures::stream::unfold(driver, |mut driver| async move {
@@ -189,12 +211,21 @@ struct Driver {
     /// The delay after the next unproductive attempt.
     next_delay: Duration,
     connected_before: bool,
+    /// The highest `pruned_through` yielded in a [`SubscriptionEvent::Truncated`]: the
+    /// server tells each connection afresh, and a removal is reported once.
+    told_through: Position,
     done: bool,
 }
 
 #[derive(Deserialize)]
 struct Marker {
     position: Position,
+}
+
+#[derive(Deserialize)]
+struct TruncatedMarker {
+    after: Position,
+    pruned_through: Position,
 }
 
 impl Driver {
@@ -382,6 +413,20 @@ impl Driver {
                 self.advance(marker.position);
                 let position = self.cursor().unwrap_or(marker.position);
                 Ok(Step::Yield(SubscriptionEvent::CaughtUp { position }))
+            }
+            "truncated" => {
+                conn.productive = true;
+                let marker: TruncatedMarker = serde_json::from_str(&frame.data)
+                    .map_err(|e| ClientError::decode("the truncated marker is not valid", e))?;
+                if marker.pruned_through <= self.told_through {
+                    // Said already, on an earlier connection.
+                    return Ok(Step::Skip);
+                }
+                self.told_through = marker.pruned_through;
+                Ok(Step::Yield(SubscriptionEvent::Truncated {
+                    after: marker.after,
+                    pruned_through: marker.pruned_through,
+                }))
             }
             "end" => {
                 let marker: Marker = serde_json::from_str(&frame.data)

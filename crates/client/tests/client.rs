@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 use tributary_client::{
     Backoff, Client, ClientError, HistoryQuery, SubscribeOptions, SubscriptionEvent,
 };
-use tributary_core::{Args, Event, Filter, NewEvent, Timestamp, Topic, TopicPattern};
+use tributary_core::{
+    Args, Event, Filter, NewEvent, Timestamp, Topic, TopicConfig, TopicInfo, TopicPattern,
+};
 
 /// One canned answer.
 struct Answer {
@@ -572,4 +574,227 @@ async fn group_calls_send_the_documented_requests_and_keep_error_codes() {
     );
     assert_eq!(body(5), serde_json::json!({}));
     assert_eq!(body(6), serde_json::json!({"ids": [8]}));
+}
+
+/// A topic as the server answers it, after retention kept the newest 3 of 10 events.
+const TOPIC_INFO: &str = r#"{"topic":"orders.eu","head_seq":10,"event_count":3,"last_position":10,"pruned_seq":7,"pruned_position":7,"config":{"max_age":"7d","max_events":3}}"#;
+
+#[tokio::test]
+async fn topic_calls_send_the_documented_requests_and_map_errors() {
+    let server = FakeServer::start(vec![
+        Answer::json(201, TOPIC_INFO),
+        Answer::json(
+            409,
+            r#"{"error":{"code":"topic_exists","message":"topic orders.eu has settings already; change them with PUT /api/v1/topics/orders.eu"}}"#,
+        ),
+        Answer::json(200, TOPIC_INFO),
+        Answer::json(
+            200,
+            r#"{"topic":"orders.eu","head_seq":10,"event_count":3,"last_position":10,"pruned_seq":7,"pruned_position":7,"config":{"max_events":5}}"#,
+        ),
+        Answer::json(
+            400,
+            r#"{"error":{"code":"invalid_parameter","message":"invalid max_events: must be at least 1"}}"#,
+        ),
+        Answer::json(200, r#"{"topic":"orders.eu","deleted_events":3}"#),
+        Answer::json(
+            404,
+            r#"{"error":{"code":"not_found","message":"no topic named orders.eu"}}"#,
+        ),
+        Answer::json(
+            404,
+            r#"{"error":{"code":"not_found","message":"no topic named orders.eu"}}"#,
+        ),
+        Answer::json(
+            200,
+            &format!(r#"{{"topics":[{TOPIC_INFO},{{"topic":"plain","head_seq":1,"event_count":1,"last_position":11,"pruned_seq":0,"pruned_position":0}}]}}"#),
+        ),
+    ])
+    .await;
+    let client = Client::new(&server.url).unwrap();
+    let topic = Topic::new("orders.eu").unwrap();
+    let config = TopicConfig {
+        max_age: Some(Duration::from_secs(7 * 86_400)),
+        max_events: Some(3),
+        max_event_bytes: Some(65_536),
+    };
+
+    let created: TopicInfo = client.create_topic(&topic, &config).await.unwrap();
+    assert_eq!((created.event_count, created.pruned_seq), (3, 7));
+    assert_eq!(
+        created.config.as_ref().and_then(|c| c.max_age),
+        Some(Duration::from_secs(7 * 86_400))
+    );
+    let exists = client.create_topic(&topic, &config).await.unwrap_err();
+    assert_eq!(exists.code(), Some("topic_exists"), "{exists:?}");
+    assert_eq!(exists.status().map(|s| s.as_u16()), Some(409));
+
+    let shown = client.topic(&topic).await.unwrap();
+    assert_eq!(shown.as_ref(), Some(&created));
+
+    let five = TopicConfig {
+        max_events: Some(5),
+        ..TopicConfig::default()
+    };
+    let set = client.set_topic(&topic, &five).await.unwrap();
+    assert_eq!(set.config, Some(five.clone()));
+    let zero = TopicConfig {
+        max_events: Some(0),
+        ..TopicConfig::default()
+    };
+    let refused = client.set_topic(&topic, &zero).await.unwrap_err();
+    assert_eq!(refused.code(), Some("invalid_parameter"), "{refused:?}");
+
+    assert_eq!(client.delete_topic(&topic).await.unwrap(), 3);
+    assert_eq!(client.topic(&topic).await.unwrap(), None, "404 is no topic");
+    let missing = client.delete_topic(&topic).await.unwrap_err();
+    assert_eq!(missing.code(), Some("not_found"), "{missing:?}");
+
+    let listed = client.topics().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0], created);
+    assert_eq!(listed[1].config, None, "a topic without settings");
+
+    let requests = server.requests();
+    let lines: Vec<&str> = requests.iter().map(Request::line).collect();
+    assert_eq!(
+        lines,
+        [
+            "POST /api/v1/topics HTTP/1.1",
+            "POST /api/v1/topics HTTP/1.1",
+            "GET /api/v1/topics/orders.eu HTTP/1.1",
+            "PUT /api/v1/topics/orders.eu HTTP/1.1",
+            "PUT /api/v1/topics/orders.eu HTTP/1.1",
+            "DELETE /api/v1/topics/orders.eu HTTP/1.1",
+            "GET /api/v1/topics/orders.eu HTTP/1.1",
+            "DELETE /api/v1/topics/orders.eu HTTP/1.1",
+            "GET /api/v1/topics HTTP/1.1",
+        ]
+    );
+    let body = |i: usize| -> serde_json::Value { serde_json::from_str(&requests[i].body).unwrap() };
+    assert_eq!(
+        body(0),
+        serde_json::json!({"topic": "orders.eu", "max_age": "7d", "max_events": 3, "max_event_bytes": 65536})
+    );
+    assert_eq!(body(3), serde_json::json!({"max_events": 5}));
+    assert_eq!(
+        requests[3].header("content-type").as_deref(),
+        Some("application/json")
+    );
+}
+
+#[tokio::test]
+async fn truncated_is_yielded_once_and_does_not_move_the_cursor() {
+    let server = FakeServer::start(vec![
+        // The stream from position 1: retention removed up to 7, then the connection drops.
+        Answer::sse(&[
+            "retry: 1000\n\n",
+            "event: truncated\ndata: {\"after\":1,\"pruned_through\":7}\n\n",
+        ]),
+        // The reconnect is told the same again, which is not news; then what is left,
+        // and later a removal that is.
+        Answer::sse(&[
+            "retry: 1000\n\n",
+            "event: truncated\ndata: {\"after\":1,\"pruned_through\":7}\n\n",
+            &frame(8),
+            &frame(9),
+            "event: caught-up\ndata: {\"position\":9}\n\n",
+            "event: truncated\ndata: {\"after\":9,\"pruned_through\":12}\n\n",
+            &frame(13),
+            "event: end\ndata: {\"position\":13}\n\n",
+        ]),
+    ])
+    .await;
+    let client = Client::new(&server.url).unwrap();
+    let mut sub = client.subscribe(SubscribeOptions {
+        filter: Filter::topic(TopicPattern::new("orders.eu").unwrap()),
+        since: Some(1),
+        until: Some(13),
+        backoff: fast(),
+        ..SubscribeOptions::default()
+    });
+    let first = sub.next().await.unwrap().unwrap();
+    assert_eq!(
+        first,
+        SubscriptionEvent::Truncated {
+            after: 1,
+            pruned_through: 7
+        }
+    );
+    assert_eq!(sub.last_position(), Some(1), "a truncation is no delivery");
+    let rest = collect(&mut sub).await;
+    let ev = |p| Ok(SubscriptionEvent::Event(event(p)));
+    assert_eq!(
+        rest,
+        vec![
+            ev(8),
+            ev(9),
+            Ok(SubscriptionEvent::CaughtUp { position: 9 }),
+            Ok(SubscriptionEvent::Truncated {
+                after: 9,
+                pruned_through: 12
+            }),
+            ev(13),
+        ]
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[1].line(),
+        "GET /api/v1/events/stream?topic=orders.eu&since=1&until=13 HTTP/1.1",
+        "the reconnect resumes where the last delivery was, not past the removal"
+    );
+    assert_eq!(requests[1].header("last-event-id").as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn an_expired_history_cursor_fails_and_its_resume_cursor_reads_on() {
+    let page = serde_json::json!({
+        "events": [event(8), event(9), event(10)],
+        "next_cursor": "10",
+        "has_more": false,
+    });
+    let server = FakeServer::start(vec![
+        // As the server words it (crates/server/src/error.rs).
+        Answer::json(
+            410,
+            r#"{"error":{"code":"cursor_expired","message":"events after position 1 up to 7 may have been removed by retention","cursor":"1","pruned_through":7,"earliest_position":8,"resume_cursor":"1~7"}}"#,
+        ),
+        Answer::json(200, &page.to_string()),
+    ])
+    .await;
+    let client = Client::new(&server.url).unwrap();
+    let query = HistoryQuery {
+        filter: Filter::topic(TopicPattern::new("orders.eu").unwrap()),
+        cursor: Some("1".into()),
+        ..HistoryQuery::default()
+    };
+    let expired = client.history(&query).await.unwrap_err();
+    assert_eq!(expired.code(), Some("cursor_expired"));
+    let ClientError::CursorExpired {
+        pruned_through,
+        earliest_position,
+        resume_cursor,
+        ..
+    } = expired
+    else {
+        panic!("expected CursorExpired, got {expired:?}");
+    };
+    assert_eq!((pruned_through, earliest_position), (7, Some(8)));
+    let resumed = client
+        .history(&query.with_cursor(resume_cursor))
+        .await
+        .unwrap();
+    assert_eq!(resumed.events, vec![event(8), event(9), event(10)]);
+
+    let requests = server.requests();
+    assert_eq!(
+        requests[0].line(),
+        "GET /api/v1/events/history?topic=orders.eu&cursor=1 HTTP/1.1"
+    );
+    // `~` goes percent-encoded in a query string, which the server decodes.
+    assert_eq!(
+        requests[1].line(),
+        "GET /api/v1/events/history?topic=orders.eu&cursor=1%7E7 HTTP/1.1"
+    );
 }
