@@ -140,11 +140,10 @@ impl EventStream {
         } else {
             page.last().map_or(up_to, |e| e.position)
         };
-        let told = *self.told_through.get_or_insert(if self.options.since == 0 {
-            pruned_through
-        } else {
-            0
-        });
+        // A first read from 0 takes what is left as the beginning.
+        let told = *self
+            .told_through
+            .get_or_insert(if after == 0 { pruned_through } else { 0 });
         let mut marker = None;
         if pruned_through > after.max(told) {
             self.told_through = Some(pruned_through);
