@@ -7,7 +7,8 @@
 //!   gives a topic settings (it need not have events yet); 409 `topic_exists` if it has
 //!   some already.
 //! - `PUT /api/v1/topics/{topic}` with the settings alone: sets or replaces them.
-//! - `DELETE /api/v1/topics/{topic}`: removes the settings and every event of the topic.
+//! - `DELETE /api/v1/topics/{topic}`: removes the settings and every event of the topic
+//!   (not for LiveStore stores, `livestore.*`, whose clients need their whole history).
 //!
 //! Retention itself runs in the background ([`tributary_core::Retention`]); setting a
 //! rule also applies it once right away, so the answer to a PUT that shrinks a topic
@@ -96,6 +97,14 @@ pub async fn delete(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let topic = Topic::new(name)?;
     listed(&state, &topic).await?;
+    if is_livestore(&topic) {
+        // Its seqs go on after a delete, so a new LiveStore client would find no event
+        // to chain its first push to, and be refused forever.
+        return Err(ApiError::InvalidParameter(format!(
+            "topic {topic} is a LiveStore store, whose clients need its whole history: \
+             it cannot be deleted"
+        )));
+    }
     // In a task of its own: a client that hangs up does not leave the topic half gone.
     let retention = state.retention().clone();
     let deleted = {
@@ -127,13 +136,17 @@ fn check(state: &AppState, topic: &Topic, config: &TopicConfig) -> Result<(), Ap
             "invalid max_event_bytes: {max} is more than the server takes ({server_max})"
         )));
     }
-    if topic.as_str().starts_with(LIVESTORE_PREFIX) && config.has_retention() {
+    if is_livestore(topic) && config.has_retention() {
         return Err(ApiError::InvalidParameter(format!(
             "topic {topic} is a LiveStore store, whose clients need its whole history: \
              it takes no max_age or max_events"
         )));
     }
     Ok(())
+}
+
+fn is_livestore(topic: &Topic) -> bool {
+    topic.as_str().starts_with(LIVESTORE_PREFIX)
 }
 
 async fn configure(

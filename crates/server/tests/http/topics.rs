@@ -152,6 +152,7 @@ async fn topics_are_created_shown_replaced_and_deleted() {
 async fn bad_topic_settings_are_refused_and_change_nothing() {
     let s = start(Config::default()).await;
     s.publish("kept", 3).await;
+    s.publish("livestore.s1", 2).await;
     let (_, before) = s.get("/api/v1/topics").await;
     let cases: &[(&str, &str, &str, StatusCode, &str)] = &[
         (
@@ -265,6 +266,13 @@ async fn bad_topic_settings_are_refused_and_change_nothing() {
             "{}",
             StatusCode::BAD_REQUEST,
             "invalid_topic",
+        ),
+        (
+            "DELETE",
+            "/api/v1/topics/livestore.s1",
+            "",
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
         ),
         (
             "DELETE",
