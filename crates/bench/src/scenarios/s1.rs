@@ -1,0 +1,313 @@
+//! S1: durable single-event publishes from 1/16/64 concurrent clients. Tributary
+//! (synchronous = full: a 2xx means fsynced) against Redis Streams with
+//! `appendfsync always` (an XADD reply means fsynced), the like-for-like durable tier.
+//!
+//! Each (clients, system, round) gets a fresh server and two phases: a closed loop for
+//! throughput, then an open loop at a rate both systems can carry (given, or half the
+//! slower one's throughput measured before the rounds) for ack latency from the intended
+//! send time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::{
+    PublishRun, check_tributary_log, data_dir, publish_phase, tributary_client, tributary_sinks,
+};
+use crate::load::{Clock, Sink, padding};
+use crate::procs::{RedisFsync, Server, redis_connection, start_redis, start_tributary};
+use crate::report::{Goal, ScenarioReport, Table, fmt_num, ratio_cell, ratio_json};
+use crate::stats::{Percentiles, Ratio, median};
+use crate::{BenchError, Config};
+
+const TOPIC: &str = "bench.s1";
+/// Publisher ids of the latency phase start here, so both phases share one topic or
+/// stream without their seqs colliding.
+const LATENCY_PUBS: u32 = 10_000;
+/// The goal at 64 clients: at least 1.5× Redis `appendfsync always`.
+const GOAL: Goal = Goal::AtLeast(1.5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum System {
+    Tributary,
+    RedisAlways,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Tributary => "tributary",
+            System::RedisAlways => "redis-appendfsync-always",
+        }
+    }
+}
+
+struct RunOut {
+    throughput: f64,
+    service: Percentiles,
+    ack: Percentiles,
+    open_rate: f64,
+    behind: u64,
+    problem: Option<String>,
+}
+
+async fn start(
+    cfg: &Config,
+    system: System,
+) -> Result<(Server, Option<tempfile::TempDir>), BenchError> {
+    match system {
+        System::Tributary => {
+            let dir = data_dir()?;
+            let server = start_tributary(cfg, dir.path(), "127.0.0.1:0").await?;
+            Ok((server, Some(dir)))
+        }
+        System::RedisAlways => {
+            let bin = cfg
+                .redis_bin
+                .as_deref()
+                .expect("redis runs only when found");
+            Ok((start_redis(cfg, bin, RedisFsync::Always).await?, None))
+        }
+    }
+}
+
+async fn sinks(server: &Server, system: System, n: usize) -> Result<Vec<Sink>, BenchError> {
+    match system {
+        System::Tributary => tributary_sinks(&server.base_url(), TOPIC, n),
+        System::RedisAlways => {
+            let mut out = Vec::with_capacity(n);
+            for _ in 0..n {
+                out.push(Sink::Redis {
+                    conn: redis_connection(server).await?,
+                    key: TOPIC.into(),
+                });
+            }
+            Ok(out)
+        }
+    }
+}
+
+async fn check(
+    server: &Server,
+    system: System,
+    sent: &HashMap<u32, u64>,
+) -> Result<Option<String>, BenchError> {
+    let acked: u64 = sent.values().sum();
+    match system {
+        System::Tributary => {
+            check_tributary_log(&tributary_client(&server.base_url())?, TOPIC, sent).await
+        }
+        System::RedisAlways => {
+            let mut conn = redis_connection(server).await?;
+            let len: u64 = redis::cmd("XLEN")
+                .arg(TOPIC)
+                .query_async(&mut conn)
+                .await
+                .map_err(|source| BenchError::Redis {
+                    context: "XLEN",
+                    source,
+                })?;
+            Ok((len != acked).then(|| format!("stream holds {len} entries, {acked} were acked")))
+        }
+    }
+}
+
+/// One closed-loop phase on a fresh server: the calibration run.
+async fn throughput_only(
+    cfg: &Config,
+    system: System,
+    clients: usize,
+    clock: Clock,
+) -> Result<f64, BenchError> {
+    let (server, _dir) = start(cfg, system).await?;
+    let pad: Arc<str> = padding(cfg.payload_bytes).into();
+    let run = publish_phase(
+        sinks(&server, system, clients).await?,
+        0,
+        1,
+        None,
+        cfg.phase / 2,
+        clock,
+        pad,
+    )
+    .await?;
+    Ok(run.rate())
+}
+
+async fn one_run(
+    cfg: &Config,
+    system: System,
+    clients: usize,
+    rate: f64,
+    clock: Clock,
+) -> Result<RunOut, BenchError> {
+    let (server, _dir) = start(cfg, system).await?;
+    let pad: Arc<str> = padding(cfg.payload_bytes).into();
+    let closed = publish_phase(
+        sinks(&server, system, clients).await?,
+        0,
+        1,
+        None,
+        cfg.phase,
+        clock,
+        pad.clone(),
+    )
+    .await?;
+    let open: PublishRun = publish_phase(
+        sinks(&server, system, clients).await?,
+        LATENCY_PUBS,
+        1,
+        Some(rate),
+        cfg.phase,
+        clock,
+        pad,
+    )
+    .await?;
+    let mut sent = closed.sent.clone();
+    sent.extend(open.sent.iter().map(|(k, v)| (*k, *v)));
+    let problem = check(&server, system, &sent).await?;
+    Ok(RunOut {
+        throughput: closed.rate(),
+        service: closed.latency.summary(),
+        ack: open.latency.summary(),
+        open_rate: open.events as f64 / cfg.phase.as_secs_f64(),
+        behind: open.behind,
+        problem,
+    })
+}
+
+/// Runs S1.
+pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchError> {
+    let mut systems = vec![System::Tributary];
+    let mut notes = Vec::new();
+    if cfg.redis_bin.is_some() {
+        systems.push(System::RedisAlways);
+    } else {
+        notes.push("redis-server is not installed: Tributary alone, no ratio (scripts/bench-peers.sh installs it)".to_owned());
+    }
+    let mut table = Table::new(
+        "S1 durable single-event publishes (events/s closed loop; ack latency ms open loop at the given rate)",
+        &[
+            "clients",
+            "system",
+            "events/s",
+            "open-loop rate",
+            "ack p50",
+            "ack p95",
+            "ack p99",
+            "ratio events/s (median, min–max)",
+        ],
+    );
+    let mut failures = Vec::new();
+    let mut per_clients = Vec::new();
+    for &clients in &cfg.s1_clients {
+        let rate = match cfg.s1_rate {
+            Some(r) => r,
+            None => {
+                let mut slowest = f64::INFINITY;
+                for &s in &systems {
+                    slowest = slowest.min(throughput_only(cfg, s, clients, clock).await?);
+                }
+                (slowest * 0.5).max(1.0)
+            }
+        };
+        let mut runs: Vec<(System, usize, RunOut)> = Vec::new();
+        for round in 0..cfg.rounds {
+            for &s in &systems {
+                let out = one_run(cfg, s, clients, rate, clock).await?;
+                if let Some(p) = &out.problem {
+                    failures.push(format!(
+                        "s1 {} clients={clients} round={round}: {p}",
+                        s.name()
+                    ));
+                }
+                runs.push((s, round, out));
+            }
+        }
+        let ratios: Vec<f64> = (0..cfg.rounds)
+            .filter_map(|round| {
+                let get = |s| {
+                    runs.iter()
+                        .find(|(x, r, _)| *x == s && *r == round)
+                        .map(|(_, _, o)| o.throughput)
+                };
+                Some(get(System::Tributary)? / get(System::RedisAlways)?)
+            })
+            .collect();
+        let ratio = Ratio::of(&ratios);
+        let goal = (clients == 64).then_some(GOAL);
+        let mut systems_json = Vec::new();
+        for &s in &systems {
+            let mine: Vec<&RunOut> = runs
+                .iter()
+                .filter(|(x, _, _)| *x == s)
+                .map(|(_, _, o)| o)
+                .collect();
+            let med =
+                |f: &dyn Fn(&RunOut) -> f64| median(&mine.iter().map(|o| f(o)).collect::<Vec<_>>());
+            let (eps, p50, p95, p99) = (
+                med(&|o| o.throughput),
+                med(&|o| o.ack.p50_ms),
+                med(&|o| o.ack.p95_ms),
+                med(&|o| o.ack.p99_ms),
+            );
+            table.row(vec![
+                clients.to_string(),
+                s.name().into(),
+                fmt_num(eps),
+                fmt_num(rate),
+                fmt_num(p50),
+                fmt_num(p95),
+                fmt_num(p99),
+                if s == System::Tributary && systems.len() > 1 {
+                    ratio_cell(ratio, goal)
+                } else {
+                    String::new()
+                },
+            ]);
+            let rounds_json: Vec<Value> = mine
+                .iter()
+                .map(|o| {
+                    json!({
+                        "events_per_s": o.throughput,
+                        "closed_loop_latency": o.service,
+                        "open_loop_rate_achieved": o.open_rate,
+                        "open_loop_behind": o.behind,
+                        "ack_latency": o.ack,
+                        "problem": o.problem,
+                    })
+                })
+                .collect();
+            systems_json.push(json!({
+                "system": s.name(),
+                "median_events_per_s": eps,
+                "median_ack_p50_ms": p50,
+                "median_ack_p95_ms": p95,
+                "median_ack_p99_ms": p99,
+                "rounds": rounds_json,
+            }));
+        }
+        per_clients.push(json!({
+            "clients": clients,
+            "open_loop_rate": rate,
+            "systems": systems_json,
+            "ratio_events_per_s": ratio_json("tributary / redis-appendfsync-always events/s", ratio, goal),
+        }));
+    }
+    table.notes = notes.clone();
+    Ok(ScenarioReport {
+        name: "s1",
+        json: json!({
+            "scenario": "s1",
+            "description": "durable single-event publishes; closed loop for events/s, open loop for ack latency from the intended send time",
+            "phase_s": cfg.phase.as_secs_f64(),
+            "payload_bytes": cfg.payload_bytes,
+            "notes": notes,
+            "results": per_clients,
+            "failures": failures,
+        }),
+        table,
+        failures,
+    })
+}

@@ -1,0 +1,259 @@
+//! S8: crash and resume. Subscribers follow a topic through the client crate's resuming
+//! [`Subscription`] while a publisher sends at a steady rate; halfway, the server gets
+//! `kill -9` and is started again on the same port and data. The publisher retries
+//! each unacked event with the same idempotency key until it is acked, so the log must
+//! hold each event once; every subscriber must see every acked event exactly once.
+//!
+//! Reported: gaps, duplicates delivered to the application, the restart time (kill →
+//! listening again), and the resume time (kill → the first event a subscriber gets
+//! after it, the worst subscriber's).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::watch;
+use tributary_client::{Client, SubscribeOptions, SubscriptionEvent};
+use tributary_core::{Args, Filter, NewEvent, Topic, TopicPattern};
+
+use super::{check_tributary_log, data_dir, tributary_client};
+use crate::load::{Clock, SeqCheck, args_json, mark_of_event_json, padding};
+use crate::procs::start_tributary;
+use crate::report::{ScenarioReport, Table, fmt_num};
+use crate::stats::Latency;
+use crate::{BenchError, Config};
+
+const TOPIC: &str = "bench.s8";
+/// How long a subscriber may take to catch up after publishing ends.
+const DRAIN_BOUND: Duration = Duration::from_secs(20);
+
+struct Sub {
+    check: SeqCheck,
+    latency: Latency,
+    /// Receive times, to find the first delivery after the kill.
+    received_at: Vec<Instant>,
+    error: Option<String>,
+}
+
+async fn subscriber(
+    client: Client,
+    mut expected: watch::Receiver<Option<u64>>,
+    clock: Clock,
+    deadline: Instant,
+) -> Sub {
+    let mut out = Sub {
+        check: SeqCheck::default(),
+        latency: Latency::default(),
+        received_at: Vec::new(),
+        error: None,
+    };
+    let mut events = client.subscribe(SubscribeOptions {
+        filter: Filter::topic(TopicPattern::new(TOPIC).expect("valid")),
+        since: Some(0),
+        ..SubscribeOptions::default()
+    });
+    let deadline = tokio::time::Instant::from_std(deadline);
+    loop {
+        if let Some(n) = *expected.borrow_and_update()
+            && out.check.count >= n
+        {
+            break;
+        }
+        tokio::select! {
+            item = events.next() => match item {
+                Some(Ok(SubscriptionEvent::Event(event))) => {
+                    let now = Instant::now();
+                    let json = format!(r#"{{"args":{}}}"#, event.args.as_json());
+                    if let Some(mark) = mark_of_event_json(&json) {
+                        out.latency.record_us(clock.us(now).saturating_sub(mark.sent_us));
+                        out.check.observe(mark);
+                        out.received_at.push(now);
+                    }
+                }
+                Some(Ok(_)) => {}
+                // The subscription resumes by itself; an error it yields is final.
+                Some(Err(e)) => { out.error = Some(e.to_string()); break; }
+                None => { out.error = Some("the subscription ended".into()); break; }
+            },
+            _ = expected.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    out
+}
+
+/// Runs S8 (Tributary only: the scenario is about its own promise).
+pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchError> {
+    let dir = data_dir()?;
+    let server = start_tributary(cfg, dir.path(), "127.0.0.1:0").await?;
+    let addr = server.addr;
+    let base = server.base_url();
+    let deadline = Instant::now() + cfg.s8_phase * 3 + DRAIN_BOUND;
+    let (expected_tx, expected_rx) = watch::channel(None);
+    let subs: Vec<_> = (0..cfg.s8_subscribers)
+        .map(|_| {
+            Ok(tokio::spawn(subscriber(
+                tributary_client(&base)?,
+                expected_rx.clone(),
+                clock,
+                deadline,
+            )))
+        })
+        .collect::<Result<_, BenchError>>()?;
+
+    let publisher = tributary_client(&base)?;
+    let pad = padding(cfg.payload_bytes);
+    let topic = Topic::new(TOPIC).expect("valid");
+    let interval = Duration::from_secs_f64(1.0 / cfg.s8_rate.max(1e-3));
+    let start = Instant::now() + Duration::from_millis(200);
+    let kill_at = start + cfg.s8_phase / 2;
+    let end = start + cfg.s8_phase;
+    let mut server = Some(server);
+    let mut killed: Option<Instant> = None;
+    let mut restarted: Option<Instant> = None;
+    let mut ack = Latency::default();
+    let mut retries = 0u64;
+    let mut duplicates_acked = 0u64;
+    let mut seq = 0u64;
+    loop {
+        let intended = start + interval * seq as u32;
+        if intended >= end {
+            break;
+        }
+        tokio::time::sleep_until(intended.into()).await;
+        if killed.is_none() && Instant::now() >= kill_at {
+            // The kill and the restart happen on the publisher's own time line, so it
+            // keeps its schedule; its requests meanwhile fail and are retried.
+            let s = server.take().expect("the first server");
+            let pid = s.pid();
+            s.kill9().await;
+            killed = Some(Instant::now());
+            tracing_note(&format!("s8: killed tributary pid {pid:?}"));
+            let restart = start_tributary(cfg, dir.path(), &addr.to_string()).await?;
+            restarted = Some(Instant::now());
+            server = Some(restart);
+        }
+        let event = NewEvent::new(
+            topic.clone(),
+            "bench.Event",
+            Args::from_json(&args_json(0, seq, clock.us(intended), &pad)).expect("valid JSON"),
+        )
+        .with_id(format!("s8-{seq}"));
+        loop {
+            match publisher.publish(event.clone()).await {
+                Ok(appended) => {
+                    duplicates_acked += u64::from(appended.duplicate);
+                    break;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    retries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(source) => {
+                    return Err(BenchError::Client {
+                        context: "publishing through the restart",
+                        source,
+                    });
+                }
+            }
+        }
+        ack.record(Instant::now() - intended);
+        seq += 1;
+    }
+    let _ = expected_tx.send(Some(seq));
+    let sent = HashMap::from([(0u32, seq)]);
+    let mut failures = Vec::new();
+    let (mut gaps, mut dups, mut missing) = (0, 0, 0);
+    let mut resume_ms: f64 = 0.0;
+    let mut deliver = Latency::default();
+    let killed_at = killed.expect("the server is killed before the end");
+    for (i, task) in subs.into_iter().enumerate() {
+        let sub = task.await.expect("a subscriber task panicked");
+        gaps += sub.check.gaps;
+        dups += sub.check.duplicates;
+        missing += sub.check.missing_tail(&sent);
+        deliver.merge(&sub.latency);
+        if let Some(p) = sub.check.problem(&sent) {
+            failures.push(format!(
+                "s8 subscriber {i}: {p}{}",
+                sub.error.map(|e| format!(" ({e})")).unwrap_or_default()
+            ));
+        }
+        if let Some(first) = sub.received_at.iter().find(|t| **t > killed_at) {
+            resume_ms = resume_ms.max((*first - killed_at).as_secs_f64() * 1000.0);
+        }
+    }
+    let client = tributary_client(&base)?;
+    if let Some(p) = check_tributary_log(&client, TOPIC, &sent).await? {
+        failures.push(format!("s8: {p}"));
+    }
+    drop(server);
+    let restart_ms = (restarted.expect("restarted") - killed_at).as_secs_f64() * 1000.0;
+    let mut table = Table::new(
+        format!(
+            "S8 kill -9 and resume: {} subscribers (client crate), {} events/s",
+            cfg.s8_subscribers,
+            fmt_num(cfg.s8_rate)
+        ),
+        &[
+            "events",
+            "gaps",
+            "duplicates delivered",
+            "missing",
+            "restart ms",
+            "resume ms (worst)",
+            "publish retries",
+            "deliver p99 ms",
+        ],
+    );
+    let d = deliver.summary();
+    table.row(vec![
+        seq.to_string(),
+        gaps.to_string(),
+        dups.to_string(),
+        missing.to_string(),
+        fmt_num(restart_ms),
+        fmt_num(resume_ms),
+        retries.to_string(),
+        fmt_num(d.p99_ms),
+    ]);
+    table.notes.push(format!(
+        "goal: 0 gaps, 0 duplicates: {}",
+        if gaps == 0 && dups == 0 && missing == 0 {
+            "met"
+        } else {
+            "MISSED"
+        }
+    ));
+    Ok(ScenarioReport {
+        name: "s8",
+        json: json!({
+            "scenario": "s8",
+            "description": "kill -9 mid-stream, restart on the same port and data; subscribers resume with Last-Event-ID through tributary-client",
+            "subscribers": cfg.s8_subscribers,
+            "events_per_s": cfg.s8_rate,
+            "phase_s": cfg.s8_phase.as_secs_f64(),
+            "events": seq,
+            "gaps": gaps,
+            "duplicates_delivered": dups,
+            "missing": missing,
+            "restart_ms": restart_ms,
+            "resume_ms_worst": resume_ms,
+            "publish_retries": retries,
+            "publishes_answered_duplicate": duplicates_acked,
+            "ack_latency": ack.summary(),
+            "deliver_latency": d,
+            "goal": "0 gaps, 0 duplicates",
+            "met": gaps == 0 && dups == 0 && missing == 0,
+            "failures": failures,
+        }),
+        table,
+        failures,
+    })
+}
+
+fn tracing_note(line: &str) {
+    eprintln!("{line}");
+}
