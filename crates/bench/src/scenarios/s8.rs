@@ -5,8 +5,8 @@
 //! hold each event once; every subscriber must see every acked event exactly once.
 //!
 //! Reported: gaps, duplicates delivered to the application, the restart time (kill →
-//! listening again), and the resume time (kill → the first event a subscriber gets
-//! after it, the worst subscriber's).
+//! listening again, including a 250 ms supervisor delay), and the resume time (kill →
+//! the first event a subscriber gets after it, the worst subscriber's).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -27,6 +27,9 @@ use crate::{BenchError, Config};
 const TOPIC: &str = "bench.s8";
 /// How long a subscriber may take to catch up after publishing ends.
 const DRAIN_BOUND: Duration = Duration::from_secs(20);
+/// Between the kill and the restart, as a supervisor would wait: long enough that
+/// subscribers and the publisher find the server gone.
+const RESTART_DELAY: Duration = Duration::from_millis(250);
 
 struct Sub {
     check: SeqCheck,
@@ -109,9 +112,22 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
     let start = Instant::now() + Duration::from_millis(200);
     let kill_at = start + cfg.s8_phase / 2;
     let end = start + cfg.s8_phase;
-    let mut server = Some(server);
-    let mut killed: Option<Instant> = None;
-    let mut restarted: Option<Instant> = None;
+    // The crash runs beside the publisher, as it would in production: publishes in
+    // flight or sent while the server is down fail, and are retried with the same id.
+    let crash = {
+        let cfg = cfg.clone();
+        let data = dir.path().to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(kill_at.into()).await;
+            let pid = server.pid();
+            server.kill9().await;
+            let killed = Instant::now();
+            eprintln!("s8: killed tributary (pid {pid:?}) with SIGKILL");
+            tokio::time::sleep(RESTART_DELAY).await;
+            let restarted = start_tributary(&cfg, &data, &addr.to_string()).await?;
+            Ok::<_, BenchError>((killed, Instant::now(), restarted))
+        })
+    };
     let mut ack = Latency::default();
     let mut retries = 0u64;
     let mut duplicates_acked = 0u64;
@@ -122,18 +138,6 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
             break;
         }
         tokio::time::sleep_until(intended.into()).await;
-        if killed.is_none() && Instant::now() >= kill_at {
-            // The kill and the restart happen on the publisher's own time line, so it
-            // keeps its schedule; its requests meanwhile fail and are retried.
-            let s = server.take().expect("the first server");
-            let pid = s.pid();
-            s.kill9().await;
-            killed = Some(Instant::now());
-            tracing_note(&format!("s8: killed tributary pid {pid:?}"));
-            let restart = start_tributary(cfg, dir.path(), &addr.to_string()).await?;
-            restarted = Some(Instant::now());
-            server = Some(restart);
-        }
         let event = NewEvent::new(
             topic.clone(),
             "bench.Event",
@@ -146,9 +150,8 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
                     duplicates_acked += u64::from(appended.duplicate);
                     break;
                 }
-                Err(e) if Instant::now() < deadline => {
+                Err(_) if Instant::now() < deadline => {
                     retries += 1;
-                    let _ = e;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(source) => {
@@ -162,13 +165,13 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
         ack.record(Instant::now() - intended);
         seq += 1;
     }
+    let (killed_at, restarted_at, server) = crash.await.expect("the crash task panicked")?;
     let _ = expected_tx.send(Some(seq));
     let sent = HashMap::from([(0u32, seq)]);
     let mut failures = Vec::new();
     let (mut gaps, mut dups, mut missing) = (0, 0, 0);
     let mut resume_ms: f64 = 0.0;
     let mut deliver = Latency::default();
-    let killed_at = killed.expect("the server is killed before the end");
     for (i, task) in subs.into_iter().enumerate() {
         let sub = task.await.expect("a subscriber task panicked");
         gaps += sub.check.gaps;
@@ -190,7 +193,7 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
         failures.push(format!("s8: {p}"));
     }
     drop(server);
-    let restart_ms = (restarted.expect("restarted") - killed_at).as_secs_f64() * 1000.0;
+    let restart_ms = (restarted_at - killed_at).as_secs_f64() * 1000.0;
     let mut table = Table::new(
         format!(
             "S8 kill -9 and resume: {} subscribers (client crate), {} events/s",
@@ -252,8 +255,4 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
         table,
         failures,
     })
-}
-
-fn tracing_note(line: &str) {
-    eprintln!("{line}");
 }
