@@ -44,6 +44,8 @@ pub struct Config {
     pub s8_phase: Duration,
     /// Payload size of each event's args, in bytes (roughly: the JSON is padded to it).
     pub payload_bytes: usize,
+    /// Make the naive server skip every n-th publish (to test that a gap fails the run).
+    pub naive_drop_every: Option<u64>,
 }
 
 impl Config {
@@ -68,6 +70,7 @@ impl Config {
             s8_rate: 100.0,
             s8_phase: Duration::from_secs(2),
             payload_bytes: 100,
+            naive_drop_every: None,
         }
     }
 

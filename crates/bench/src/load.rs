@@ -280,6 +280,10 @@ pub async fn drive(
     Ok(out)
 }
 
+/// After publishing has ended, how long a subscriber still missing events waits for
+/// the next one before it gives up (and reports what is missing).
+pub const QUIET: Duration = Duration::from_secs(3);
+
 /// What one SSE subscriber saw.
 #[derive(Debug, Default)]
 pub struct Received {
@@ -319,12 +323,15 @@ pub async fn sse_subscriber(
     let mut body = response.bytes_stream();
     let mut parser = SseParser::new();
     let deadline = tokio::time::Instant::from_std(deadline);
+    let mut last_event = tokio::time::Instant::now();
     loop {
-        if let Some(n) = *expected.borrow_and_update()
-            && out.check.count >= n
-        {
-            break;
-        }
+        // Once publishing is over, stop at the expected count, or after a quiet spell:
+        // a server that lost events must end in a reported gap, not in a hang.
+        let stop_at = match *expected.borrow_and_update() {
+            Some(n) if out.check.count >= n => break,
+            Some(_) => deadline.min(last_event + QUIET),
+            None => deadline,
+        };
         tokio::select! {
             chunk = body.next() => {
                 let chunk = match chunk {
@@ -333,6 +340,7 @@ pub async fn sse_subscriber(
                     None => { out.error = Some("the stream ended".into()); break; }
                 };
                 let now = clock.now_us();
+                last_event = tokio::time::Instant::now();
                 let events = match parser.feed(&chunk) {
                     Ok(e) => e,
                     Err(e) => { out.error = Some(format!("parsing: {e}")); break; }
@@ -351,7 +359,12 @@ pub async fn sse_subscriber(
                 }
             }
             _ = expected.changed() => {}
-            _ = tokio::time::sleep_until(deadline) => { break; }
+            _ = tokio::time::sleep_until(stop_at) => {
+                if stop_at < deadline {
+                    out.error = Some(format!("nothing more arrived within {} s after publishing ended", QUIET.as_secs()));
+                }
+                break;
+            }
         }
     }
     out

@@ -68,6 +68,10 @@ struct Cli {
     /// S8 seconds of publishing (the kill comes halfway)
     #[arg(long)]
     s8_secs: Option<u64>,
+    /// Break the naive server on purpose (skip every n-th publish), to check that a gap
+    /// fails the run
+    #[arg(long, hide = true)]
+    naive_drop_every: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -76,13 +80,16 @@ enum Command {
     NaiveServer {
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: String,
+        /// Skip every n-th publish (a broken server, for the harness's own test)
+        #[arg(long, hide = true)]
+        drop_every: Option<u64>,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::NaiveServer { addr }) = &cli.command {
-        return naive_server(addr);
+    if let Some(Command::NaiveServer { addr, drop_every }) = &cli.command {
+        return naive_server(addr, *drop_every);
     }
     let cfg = config(&cli)?;
     if cfg.pin {
@@ -103,7 +110,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn naive_server(addr: &str) -> anyhow::Result<()> {
+fn naive_server(addr: &str, drop_every: Option<u64>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -114,7 +121,7 @@ fn naive_server(addr: &str) -> anyhow::Result<()> {
             .with_context(|| format!("listening on {addr}"))?;
         let bound = listener.local_addr()?;
         println!("naive listening on http://{bound}");
-        tributary_bench::naive::serve(listener).await?;
+        tributary_bench::naive::serve(listener, drop_every).await?;
         Ok(())
     })
 }
@@ -163,6 +170,7 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
         cfg.s1_clients = c.clone();
     }
     cfg.s1_rate = cli.s1_rate;
+    cfg.naive_drop_every = cli.naive_drop_every;
     if let Some(c) = &cli.s2_clients {
         cfg.s2_clients = c.clone();
     }

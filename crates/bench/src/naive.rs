@@ -28,15 +28,20 @@ const CHANNEL_CAPACITY: usize = 16 * 1024;
 struct Naive {
     frames: broadcast::Sender<Bytes>,
     next_id: Arc<AtomicU64>,
+    drop_every: Option<u64>,
 }
 
 /// The server's routes: `POST /publish` (a one-line JSON body), `GET /stream` (SSE,
 /// opening with `event: ready`), `GET /healthz`.
-pub fn router() -> Router {
+///
+/// `drop_every: Some(n)` silently skips every n-th publish: a broken server on purpose,
+/// so a test can show that the harness fails a run with a gap.
+pub fn router(drop_every: Option<u64>) -> Router {
     let (frames, _) = broadcast::channel(CHANNEL_CAPACITY);
     let state = Naive {
         frames,
         next_id: Arc::new(AtomicU64::new(1)),
+        drop_every: drop_every.filter(|n| *n > 0),
     };
     Router::new()
         .route("/publish", post(publish))
@@ -46,8 +51,8 @@ pub fn router() -> Router {
 }
 
 /// Serves [`router`] on `listener` until the process is stopped.
-pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, router()).await
+pub async fn serve(listener: TcpListener, drop_every: Option<u64>) -> std::io::Result<()> {
+    axum::serve(listener, router(drop_every)).await
 }
 
 async fn publish(State(naive): State<Naive>, body: Bytes) -> Response {
@@ -55,6 +60,9 @@ async fn publish(State(naive): State<Naive>, body: Bytes) -> Response {
         return (StatusCode::BAD_REQUEST, "the body must be one line").into_response();
     }
     let id = naive.next_id.fetch_add(1, Ordering::Relaxed);
+    if naive.drop_every.is_some_and(|n| id % n == 0) {
+        return (StatusCode::OK, "{}").into_response();
+    }
     let mut frame = BytesMut::with_capacity(body.len() + 32);
     frame.put_slice(format!("id: {id}\ndata: ").as_bytes());
     frame.put_slice(&body);

@@ -169,6 +169,9 @@ pub async fn start_tributary(cfg: &Config, data: &Path, addr: &str) -> Result<Se
 pub async fn start_naive(cfg: &Config) -> Result<Server, BenchError> {
     let mut cmd = command(&cfg.self_bin, cfg.pin);
     cmd.arg("naive-server").arg("--addr").arg("127.0.0.1:0");
+    if let Some(n) = cfg.naive_drop_every {
+        cmd.arg("--drop-every").arg(n.to_string());
+    }
     spawn_listening("naive", cmd, "naive listening on ", scratch_dir()?).await
 }
 

@@ -124,3 +124,33 @@ fn quick_run_loses_nothing_and_writes_every_result() {
     assert_eq!(s8["missing"], 0, "{s8}");
     assert_eq!(s8["met"], true, "{s8}");
 }
+
+/// The harness must be able to fail: a server that loses events makes the run exit
+/// non-zero and name the gap.
+#[test]
+fn a_gap_fails_the_run() {
+    let tributary = tributary_bin();
+    assert!(tributary.is_file(), "{} is missing", tributary.display());
+    let out = tempfile::tempdir().expect("a temp dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_tributary-bench"))
+        .args([
+            "--quick",
+            "--scenarios",
+            "s3",
+            "--rounds",
+            "1",
+            "--naive-drop-every",
+            "5",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--tributary-bin")
+        .arg(&tributary)
+        .output()
+        .expect("the bench binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a lossy server passed: {stderr}");
+    assert!(stderr.contains("gaps"), "{stderr}");
+    let s3 = read(out.path(), "s3");
+    assert_ne!(s3["failures"], Value::Array(vec![]), "{s3}");
+}

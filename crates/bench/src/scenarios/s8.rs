@@ -18,10 +18,10 @@ use tributary_client::{Client, SubscribeOptions, SubscriptionEvent};
 use tributary_core::{Args, Filter, NewEvent, Topic, TopicPattern};
 
 use super::{check_tributary_log, data_dir, tributary_client};
-use crate::load::{Clock, SeqCheck, args_json, mark_of_event_json, padding};
+use crate::load::{Clock, QUIET, SeqCheck, args_json, mark_of_event_json, padding};
 use crate::procs::start_tributary;
 use crate::report::{ScenarioReport, Table, fmt_num};
-use crate::stats::Latency;
+use crate::stats::{Latency, Percentiles, median};
 use crate::{BenchError, Config};
 
 const TOPIC: &str = "bench.s8";
@@ -57,16 +57,18 @@ async fn subscriber(
         ..SubscribeOptions::default()
     });
     let deadline = tokio::time::Instant::from_std(deadline);
+    let mut last_event = tokio::time::Instant::now();
     loop {
-        if let Some(n) = *expected.borrow_and_update()
-            && out.check.count >= n
-        {
-            break;
-        }
+        let stop_at = match *expected.borrow_and_update() {
+            Some(n) if out.check.count >= n => break,
+            Some(_) => deadline.min(last_event + QUIET),
+            None => deadline,
+        };
         tokio::select! {
             item = events.next() => match item {
                 Some(Ok(SubscriptionEvent::Event(event))) => {
                     let now = Instant::now();
+                    last_event = now.into();
                     let json = format!(r#"{{"args":{}}}"#, event.args.as_json());
                     if let Some(mark) = mark_of_event_json(&json) {
                         out.latency.record_us(clock.us(now).saturating_sub(mark.sent_us));
@@ -80,14 +82,29 @@ async fn subscriber(
                 None => { out.error = Some("the subscription ended".into()); break; }
             },
             _ = expected.changed() => {}
-            _ = tokio::time::sleep_until(deadline) => break,
+            _ = tokio::time::sleep_until(stop_at) => break,
         }
     }
     out
 }
 
-/// Runs S8 (Tributary only: the scenario is about its own promise).
-pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchError> {
+/// One crash.
+struct CrashOut {
+    events: u64,
+    gaps: u64,
+    duplicates: u64,
+    missing: u64,
+    restart_ms: f64,
+    resume_ms: f64,
+    retries: u64,
+    answered_duplicate: u64,
+    ack: Percentiles,
+    deliver: Percentiles,
+    failures: Vec<String>,
+}
+
+/// One server, one kill -9 halfway, one restart.
+async fn one_crash(cfg: &Config, clock: Clock, round: usize) -> Result<CrashOut, BenchError> {
     let dir = data_dir()?;
     let server = start_tributary(cfg, dir.path(), "127.0.0.1:0").await?;
     let addr = server.addr;
@@ -180,7 +197,7 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
         deliver.merge(&sub.latency);
         if let Some(p) = sub.check.problem(&sent) {
             failures.push(format!(
-                "s8 subscriber {i}: {p}{}",
+                "s8 round {round} subscriber {i}: {p}{}",
                 sub.error.map(|e| format!(" ({e})")).unwrap_or_default()
             ));
         }
@@ -190,17 +207,35 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
     }
     let client = tributary_client(&base)?;
     if let Some(p) = check_tributary_log(&client, TOPIC, &sent).await? {
-        failures.push(format!("s8: {p}"));
+        failures.push(format!("s8 round {round}: {p}"));
     }
     drop(server);
     let restart_ms = (restarted_at - killed_at).as_secs_f64() * 1000.0;
+    Ok(CrashOut {
+        events: seq,
+        gaps,
+        duplicates: dups,
+        missing,
+        restart_ms,
+        resume_ms,
+        retries,
+        answered_duplicate: duplicates_acked,
+        ack: ack.summary(),
+        deliver: deliver.summary(),
+        failures,
+    })
+}
+
+/// Runs S8 (Tributary only: the scenario is about its own promise), one crash per round.
+pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchError> {
     let mut table = Table::new(
         format!(
-            "S8 kill -9 and resume: {} subscribers (client crate), {} events/s",
+            "S8 kill -9 and resume: {} subscribers (client crate), {} events/s, one crash per round",
             cfg.s8_subscribers,
             fmt_num(cfg.s8_rate)
         ),
         &[
+            "round",
             "events",
             "gaps",
             "duplicates delivered",
@@ -211,45 +246,76 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
             "deliver p99 ms",
         ],
     );
-    let d = deliver.summary();
-    table.row(vec![
-        seq.to_string(),
-        gaps.to_string(),
-        dups.to_string(),
-        missing.to_string(),
-        fmt_num(restart_ms),
-        fmt_num(resume_ms),
-        retries.to_string(),
-        fmt_num(d.p99_ms),
-    ]);
+    let mut runs = Vec::new();
+    let mut failures = Vec::new();
+    for round in 0..cfg.rounds {
+        let c = one_crash(cfg, clock, round).await?;
+        table.row(vec![
+            round.to_string(),
+            c.events.to_string(),
+            c.gaps.to_string(),
+            c.duplicates.to_string(),
+            c.missing.to_string(),
+            fmt_num(c.restart_ms),
+            fmt_num(c.resume_ms),
+            c.retries.to_string(),
+            fmt_num(c.deliver.p99_ms),
+        ]);
+        failures.extend(c.failures.iter().cloned());
+        runs.push(c);
+    }
+    let total = |f: &dyn Fn(&CrashOut) -> u64| runs.iter().map(f).sum::<u64>();
+    let (events, gaps, dups, missing) = (
+        total(&|c| c.events),
+        total(&|c| c.gaps),
+        total(&|c| c.duplicates),
+        total(&|c| c.missing),
+    );
+    let met = gaps == 0 && dups == 0 && missing == 0;
+    let resume: Vec<f64> = runs.iter().map(|c| c.resume_ms).collect();
+    let restart: Vec<f64> = runs.iter().map(|c| c.restart_ms).collect();
     table.notes.push(format!(
-        "goal: 0 gaps, 0 duplicates: {}",
-        if gaps == 0 && dups == 0 && missing == 0 {
-            "met"
-        } else {
-            "MISSED"
-        }
+        "goal: 0 gaps, 0 duplicates over {} crashes: {}; resume median {} ms",
+        runs.len(),
+        if met { "met" } else { "MISSED" },
+        fmt_num(median(&resume))
     ));
+    let runs_json: Vec<_> = runs
+        .iter()
+        .map(|c| {
+            json!({
+                "events": c.events,
+                "gaps": c.gaps,
+                "duplicates_delivered": c.duplicates,
+                "missing": c.missing,
+                "restart_ms": c.restart_ms,
+                "resume_ms_worst": c.resume_ms,
+                "publish_retries": c.retries,
+                "publishes_answered_duplicate": c.answered_duplicate,
+                "ack_latency": c.ack,
+                "deliver_latency": c.deliver,
+            })
+        })
+        .collect();
     Ok(ScenarioReport {
         name: "s8",
         json: json!({
             "scenario": "s8",
-            "description": "kill -9 mid-stream, restart on the same port and data; subscribers resume with Last-Event-ID through tributary-client",
+            "description": "kill -9 mid-stream, restart on the same port and data after a 250 ms delay; subscribers resume with Last-Event-ID through tributary-client (default backoff)",
             "subscribers": cfg.s8_subscribers,
             "events_per_s": cfg.s8_rate,
             "phase_s": cfg.s8_phase.as_secs_f64(),
-            "events": seq,
+            "crashes": runs.len(),
+            "events": events,
             "gaps": gaps,
             "duplicates_delivered": dups,
             "missing": missing,
-            "restart_ms": restart_ms,
-            "resume_ms_worst": resume_ms,
-            "publish_retries": retries,
-            "publishes_answered_duplicate": duplicates_acked,
-            "ack_latency": ack.summary(),
-            "deliver_latency": d,
+            "median_restart_ms": median(&restart),
+            "median_resume_ms_worst": median(&resume),
+            "max_resume_ms_worst": resume.iter().copied().fold(0.0, f64::max),
+            "runs": runs_json,
             "goal": "0 gaps, 0 duplicates",
-            "met": gaps == 0 && dups == 0 && missing == 0,
+            "met": met,
             "failures": failures,
         }),
         table,
