@@ -28,6 +28,8 @@ pub struct Config {
     /// S1: total open-loop rate for the latency phase; `None` picks half the slower
     /// system's throughput, measured before the rounds.
     pub s1_rate: Option<f64>,
+    /// S1: also the relaxed tier (Tributary synchronous = normal vs Redis everysec).
+    pub s1_relaxed: bool,
     /// S2: concurrent batch publishers to Tributary.
     pub s2_clients: Vec<usize>,
     /// S2: events per request.
@@ -62,6 +64,7 @@ impl Config {
             phase: Duration::from_millis(400),
             s1_clients: vec![1, 16],
             s1_rate: None,
+            s1_relaxed: false,
             s2_clients: vec![1, 4],
             s2_batch: 100,
             s3_settings: vec![(20, 20.0)],
@@ -81,6 +84,7 @@ impl Config {
             rounds: 5,
             phase: Duration::from_secs(3),
             s1_clients: vec![1, 16, 64],
+            s1_relaxed: true,
             s3_settings: vec![(1000, 20.0), (10_000, 10.0)],
             s3_phase: Duration::from_secs(10),
             s8_subscribers: 8,

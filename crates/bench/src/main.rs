@@ -53,6 +53,9 @@ struct Cli {
     /// S1 total open-loop rate for the latency phase [default: half the slower system's throughput]
     #[arg(long)]
     s1_rate: Option<f64>,
+    /// S1 durable tier only (no synchronous=normal vs appendfsync everysec)
+    #[arg(long)]
+    s1_durable_only: bool,
     /// S2 concurrent batch publishers, comma-separated
     #[arg(long, value_delimiter = ',')]
     s2_clients: Option<Vec<usize>>,
@@ -170,6 +173,9 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
         cfg.s1_clients = c.clone();
     }
     cfg.s1_rate = cli.s1_rate;
+    if cli.s1_durable_only {
+        cfg.s1_relaxed = false;
+    }
     cfg.naive_drop_every = cli.naive_drop_every;
     if let Some(c) = &cli.s2_clients {
         cfg.s2_clients = c.clone();

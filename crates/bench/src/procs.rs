@@ -155,7 +155,20 @@ async fn spawn_listening(
 /// Starts `tributary serve` on `addr` (`127.0.0.1:0` for any free port) with its log in
 /// `data` (synchronous = full, the default: a 2xx means on disk).
 pub async fn start_tributary(cfg: &Config, data: &Path, addr: &str) -> Result<Server, BenchError> {
+    start_tributary_with(cfg, data, addr, None).await
+}
+
+/// [`start_tributary`] with `--synchronous` set (`normal`, `full`).
+pub async fn start_tributary_with(
+    cfg: &Config,
+    data: &Path,
+    addr: &str,
+    synchronous: Option<&str>,
+) -> Result<Server, BenchError> {
     let mut cmd = command(&cfg.tributary_bin, cfg.pin);
+    if let Some(mode) = synchronous {
+        cmd.env("TRIBUTARY_SYNCHRONOUS", mode);
+    }
     cmd.arg("serve")
         .arg("--addr")
         .arg(addr)

@@ -16,7 +16,7 @@ use super::{
     PublishRun, check_tributary_log, data_dir, publish_phase, tributary_client, tributary_sinks,
 };
 use crate::load::{Clock, Sink, padding};
-use crate::procs::{RedisFsync, Server, redis_connection, start_redis, start_tributary};
+use crate::procs::{RedisFsync, Server, redis_connection, start_redis, start_tributary_with};
 use crate::report::{Goal, ScenarioReport, Table, fmt_num, ratio_cell, ratio_json};
 use crate::stats::{Percentiles, Ratio, median};
 use crate::{BenchError, Config};
@@ -30,8 +30,14 @@ const GOAL: Goal = Goal::AtLeast(1.5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum System {
+    /// synchronous = full: the WAL is fsynced before the 2xx.
     Tributary,
+    /// `appendfsync always`.
     RedisAlways,
+    /// synchronous = normal: survives a process crash, maybe not a power cut.
+    TributaryNormal,
+    /// `appendfsync everysec`: the same promise, about one second of writes at risk.
+    RedisEverySec,
 }
 
 impl System {
@@ -39,7 +45,13 @@ impl System {
         match self {
             System::Tributary => "tributary",
             System::RedisAlways => "redis-appendfsync-always",
+            System::TributaryNormal => "tributary-synchronous-normal",
+            System::RedisEverySec => "redis-appendfsync-everysec",
         }
+    }
+
+    fn is_redis(self) -> bool {
+        matches!(self, System::RedisAlways | System::RedisEverySec)
     }
 }
 
@@ -57,25 +69,33 @@ async fn start(
     system: System,
 ) -> Result<(Server, Option<tempfile::TempDir>), BenchError> {
     match system {
-        System::Tributary => {
+        System::Tributary | System::TributaryNormal => {
             let dir = data_dir()?;
-            let server = start_tributary(cfg, dir.path(), "127.0.0.1:0").await?;
+            let synchronous = (system == System::TributaryNormal).then_some("normal");
+            let server = start_tributary_with(cfg, dir.path(), "127.0.0.1:0", synchronous).await?;
             Ok((server, Some(dir)))
         }
-        System::RedisAlways => {
+        System::RedisAlways | System::RedisEverySec => {
             let bin = cfg
                 .redis_bin
                 .as_deref()
                 .expect("redis runs only when found");
-            Ok((start_redis(cfg, bin, RedisFsync::Always).await?, None))
+            let fsync = if system == System::RedisAlways {
+                RedisFsync::Always
+            } else {
+                RedisFsync::EverySec
+            };
+            Ok((start_redis(cfg, bin, fsync).await?, None))
         }
     }
 }
 
 async fn sinks(server: &Server, system: System, n: usize) -> Result<Vec<Sink>, BenchError> {
     match system {
-        System::Tributary => tributary_sinks(&server.base_url(), TOPIC, n),
-        System::RedisAlways => {
+        System::Tributary | System::TributaryNormal => {
+            tributary_sinks(&server.base_url(), TOPIC, n)
+        }
+        System::RedisAlways | System::RedisEverySec => {
             let mut out = Vec::with_capacity(n);
             for _ in 0..n {
                 out.push(Sink::Redis {
@@ -95,10 +115,10 @@ async fn check(
 ) -> Result<Option<String>, BenchError> {
     let acked: u64 = sent.values().sum();
     match system {
-        System::Tributary => {
+        System::Tributary | System::TributaryNormal => {
             check_tributary_log(&tributary_client(&server.base_url())?, TOPIC, sent).await
         }
-        System::RedisAlways => {
+        System::RedisAlways | System::RedisEverySec => {
             let mut conn = redis_connection(server).await?;
             let len: u64 = redis::cmd("XLEN")
                 .arg(TOPIC)
@@ -179,17 +199,19 @@ async fn one_run(
 
 /// Runs S1.
 pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchError> {
-    let mut systems = vec![System::Tributary];
+    let mut tiers = vec![("durable", [System::Tributary, System::RedisAlways])];
+    if cfg.s1_relaxed {
+        tiers.push(("relaxed", [System::TributaryNormal, System::RedisEverySec]));
+    }
     let mut notes = Vec::new();
-    if cfg.redis_bin.is_some() {
-        systems.push(System::RedisAlways);
-    } else {
+    if cfg.redis_bin.is_none() {
         notes.push("redis-server is not installed: Tributary alone, no ratio (scripts/bench-peers.sh installs it)".to_owned());
     }
     let mut table = Table::new(
-        "S1 durable single-event publishes (events/s closed loop; ack latency ms open loop at the given rate)",
+        "S1 single-event publishes (events/s closed loop; ack latency ms open loop at the given rate)",
         &[
             "clients",
+            "tier",
             "system",
             "events/s",
             "open-loop rate",
@@ -202,105 +224,114 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
     let mut failures = Vec::new();
     let mut per_clients = Vec::new();
     for &clients in &cfg.s1_clients {
-        let rate = match cfg.s1_rate {
-            Some(r) => r,
-            None => {
-                let mut slowest = f64::INFINITY;
-                for &s in &systems {
-                    slowest = slowest.min(throughput_only(cfg, s, clients, clock).await?);
-                }
-                (slowest * 0.5).max(1.0)
-            }
-        };
-        let mut runs: Vec<(System, usize, RunOut)> = Vec::new();
-        for round in 0..cfg.rounds {
-            for &s in &systems {
-                let out = one_run(cfg, s, clients, rate, clock).await?;
-                if let Some(p) = &out.problem {
-                    failures.push(format!(
-                        "s1 {} clients={clients} round={round}: {p}",
-                        s.name()
-                    ));
-                }
-                runs.push((s, round, out));
-            }
-        }
-        let ratios: Vec<f64> = (0..cfg.rounds)
-            .filter_map(|round| {
-                let get = |s| {
-                    runs.iter()
-                        .find(|(x, r, _)| *x == s && *r == round)
-                        .map(|(_, _, o)| o.throughput)
-                };
-                Some(get(System::Tributary)? / get(System::RedisAlways)?)
-            })
-            .collect();
-        let ratio = Ratio::of(&ratios);
-        let goal = (clients == 64).then_some(GOAL);
-        let mut systems_json = Vec::new();
-        for &s in &systems {
-            let mine: Vec<&RunOut> = runs
-                .iter()
-                .filter(|(x, _, _)| *x == s)
-                .map(|(_, _, o)| o)
+        for &(tier, pair) in &tiers {
+            let systems: Vec<System> = pair
+                .into_iter()
+                .filter(|s| !s.is_redis() || cfg.redis_bin.is_some())
                 .collect();
-            let med =
-                |f: &dyn Fn(&RunOut) -> f64| median(&mine.iter().map(|o| f(o)).collect::<Vec<_>>());
-            let (eps, p50, p95, p99) = (
-                med(&|o| o.throughput),
-                med(&|o| o.ack.p50_ms),
-                med(&|o| o.ack.p95_ms),
-                med(&|o| o.ack.p99_ms),
-            );
-            table.row(vec![
-                clients.to_string(),
-                s.name().into(),
-                fmt_num(eps),
-                fmt_num(rate),
-                fmt_num(p50),
-                fmt_num(p95),
-                fmt_num(p99),
-                if s == System::Tributary && systems.len() > 1 {
-                    ratio_cell(ratio, goal)
-                } else {
-                    String::new()
-                },
-            ]);
-            let rounds_json: Vec<Value> = mine
-                .iter()
-                .map(|o| {
-                    json!({
-                        "events_per_s": o.throughput,
-                        "closed_loop_latency": o.service,
-                        "open_loop_rate_achieved": o.open_rate,
-                        "open_loop_behind": o.behind,
-                        "ack_latency": o.ack,
-                        "problem": o.problem,
-                    })
+            let rate = match cfg.s1_rate {
+                Some(r) => r,
+                None => {
+                    let mut slowest = f64::INFINITY;
+                    for &s in &systems {
+                        slowest = slowest.min(throughput_only(cfg, s, clients, clock).await?);
+                    }
+                    (slowest * 0.5).max(1.0)
+                }
+            };
+            let mut runs: Vec<(System, usize, RunOut)> = Vec::new();
+            for round in 0..cfg.rounds {
+                for &s in &systems {
+                    let out = one_run(cfg, s, clients, rate, clock).await?;
+                    if let Some(p) = &out.problem {
+                        failures.push(format!(
+                            "s1 {} clients={clients} round={round}: {p}",
+                            s.name()
+                        ));
+                    }
+                    runs.push((s, round, out));
+                }
+            }
+            let ratios: Vec<f64> = (0..cfg.rounds)
+                .filter_map(|round| {
+                    let get = |s| {
+                        runs.iter()
+                            .find(|(x, r, _)| *x == s && *r == round)
+                            .map(|(_, _, o)| o.throughput)
+                    };
+                    Some(get(pair[0])? / get(pair[1])?)
                 })
                 .collect();
-            systems_json.push(json!({
-                "system": s.name(),
-                "median_events_per_s": eps,
-                "median_ack_p50_ms": p50,
-                "median_ack_p95_ms": p95,
-                "median_ack_p99_ms": p99,
-                "rounds": rounds_json,
-            }));
-        }
-        per_clients.push(json!({
+            let ratio = Ratio::of(&ratios);
+            let goal = (clients == 64 && tier == "durable").then_some(GOAL);
+            let mut systems_json = Vec::new();
+            for &s in &systems {
+                let mine: Vec<&RunOut> = runs
+                    .iter()
+                    .filter(|(x, _, _)| *x == s)
+                    .map(|(_, _, o)| o)
+                    .collect();
+                let med = |f: &dyn Fn(&RunOut) -> f64| {
+                    median(&mine.iter().map(|o| f(o)).collect::<Vec<_>>())
+                };
+                let (eps, p50, p95, p99) = (
+                    med(&|o| o.throughput),
+                    med(&|o| o.ack.p50_ms),
+                    med(&|o| o.ack.p95_ms),
+                    med(&|o| o.ack.p99_ms),
+                );
+                table.row(vec![
+                    clients.to_string(),
+                    tier.into(),
+                    s.name().into(),
+                    fmt_num(eps),
+                    fmt_num(rate),
+                    fmt_num(p50),
+                    fmt_num(p95),
+                    fmt_num(p99),
+                    if s == pair[0] && systems.len() > 1 {
+                        ratio_cell(ratio, goal)
+                    } else {
+                        String::new()
+                    },
+                ]);
+                let rounds_json: Vec<Value> = mine
+                    .iter()
+                    .map(|o| {
+                        json!({
+                            "events_per_s": o.throughput,
+                            "closed_loop_latency": o.service,
+                            "open_loop_rate_achieved": o.open_rate,
+                            "open_loop_behind": o.behind,
+                            "ack_latency": o.ack,
+                            "problem": o.problem,
+                        })
+                    })
+                    .collect();
+                systems_json.push(json!({
+                    "system": s.name(),
+                    "median_events_per_s": eps,
+                    "median_ack_p50_ms": p50,
+                    "median_ack_p95_ms": p95,
+                    "median_ack_p99_ms": p99,
+                    "rounds": rounds_json,
+                }));
+            }
+            per_clients.push(json!({
             "clients": clients,
+            "tier": tier,
             "open_loop_rate": rate,
             "systems": systems_json,
-            "ratio_events_per_s": ratio_json("tributary / redis-appendfsync-always events/s", ratio, goal),
+            "ratio_events_per_s": ratio_json(&format!("{} / {} events/s", pair[0].name(), pair[1].name()), ratio, goal),
         }));
+        }
     }
     table.notes = notes.clone();
     Ok(ScenarioReport {
         name: "s1",
         json: json!({
             "scenario": "s1",
-            "description": "durable single-event publishes; closed loop for events/s, open loop for ack latency from the intended send time",
+            "description": "single-event publishes, like durability with like (durable: tributary synchronous=full vs redis appendfsync always; relaxed: synchronous=normal vs everysec); closed loop for events/s, open loop for ack latency from the intended send time",
             "phase_s": cfg.phase.as_secs_f64(),
             "payload_bytes": cfg.payload_bytes,
             "notes": notes,
