@@ -66,8 +66,9 @@ fn quick_run_loses_nothing_and_writes_every_result() {
         "the quick run failed: {}",
         output.status
     );
+    // About 20 s alone; the bound leaves room for a busy machine running other tests.
     assert!(
-        started.elapsed().as_secs() < 50,
+        started.elapsed().as_secs() < 90,
         "the quick run took {:?}",
         started.elapsed()
     );
