@@ -10,12 +10,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use redis::streams::StreamRangeReply;
 use serde_json::{Value, json};
 
 use super::{
     PublishRun, check_tributary_log, data_dir, publish_phase, tributary_client, tributary_sinks,
 };
-use crate::load::{Clock, Sink, padding};
+use crate::load::{Clock, SeqCheck, Sink, mark_of_event_json, padding};
 use crate::procs::{RedisFsync, Server, redis_connection, start_redis, start_tributary_with};
 use crate::report::{Goal, ScenarioReport, Table, fmt_num, ratio_cell, ratio_json};
 use crate::stats::{Percentiles, Ratio, median};
@@ -113,24 +114,59 @@ async fn check(
     system: System,
     sent: &HashMap<u32, u64>,
 ) -> Result<Option<String>, BenchError> {
-    let acked: u64 = sent.values().sum();
     match system {
         System::Tributary | System::TributaryNormal => {
             check_tributary_log(&tributary_client(&server.base_url())?, TOPIC, sent).await
         }
         System::RedisAlways | System::RedisEverySec => {
             let mut conn = redis_connection(server).await?;
-            let len: u64 = redis::cmd("XLEN")
-                .arg(TOPIC)
-                .query_async(&mut conn)
-                .await
-                .map_err(|source| BenchError::Redis {
-                    context: "XLEN",
-                    source,
-                })?;
-            Ok((len != acked).then(|| format!("stream holds {len} entries, {acked} were acked")))
+            check_redis_stream(&mut conn, sent).await
         }
     }
+}
+
+/// Reads the whole stream back with XRANGE, a page at a time, and checks it like
+/// Tributary's log: each publisher's seqs complete, none twice.
+async fn check_redis_stream(
+    conn: &mut redis::aio::MultiplexedConnection,
+    sent: &HashMap<u32, u64>,
+) -> Result<Option<String>, BenchError> {
+    let mut check = SeqCheck::default();
+    let mut unreadable = 0u64;
+    let mut start = "-".to_owned();
+    loop {
+        let page: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(TOPIC)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .map_err(|source| BenchError::Redis {
+                context: "XRANGE",
+                source,
+            })?;
+        for entry in &page.ids {
+            let mark = entry
+                .get::<String>("data")
+                .and_then(|data| mark_of_event_json(&format!(r#"{{"args":{data}}}"#)));
+            match mark {
+                Some(mark) => check.observe(mark),
+                None => unreadable += 1,
+            }
+        }
+        match page.ids.last() {
+            // "(" makes the next page start after this entry (Redis 6.2+).
+            Some(last) => start = format!("({}", last.id),
+            None => break,
+        }
+    }
+    let mut problem = check.problem(sent);
+    if unreadable > 0 {
+        problem = Some(format!("{unreadable} stream entries without a mark"));
+    }
+    Ok(problem.map(|p| format!("stored stream vs acks: {p}")))
 }
 
 /// One closed-loop phase on a fresh server: the calibration run.
