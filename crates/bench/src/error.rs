@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-/// Why a benchmark run failed. A missed goal is not an error; a wrong answer is.
+/// Why a benchmark could not be run. Lost or doubled events are not errors here: they
+/// are a scenario's `failures` ([`crate::report::ScenarioReport`]), written into its
+/// result file, and they make the binary exit 1. A missed goal is neither.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BenchError {
@@ -69,14 +71,6 @@ pub enum BenchError {
         /// The cause.
         #[source]
         source: rusqlite::Error,
-    },
-    /// Events were lost, doubled or out of order: the run's figures mean nothing.
-    #[error("{scenario}: {detail}")]
-    Integrity {
-        /// The scenario and system.
-        scenario: String,
-        /// What was wrong.
-        detail: String,
     },
     /// A run did not finish in its time bound.
     #[error("{what} did not finish within {secs} s")]

@@ -29,9 +29,10 @@ struct Cli {
     /// Interleaved rounds per comparison [default: 2 quick, 5 full]
     #[arg(long)]
     rounds: Option<usize>,
-    /// Directory for the JSON result files
-    #[arg(long, default_value = "bench/results")]
-    out: PathBuf,
+    /// Directory for the JSON result files [default: bench/results; with --quick, a
+    /// directory under the system temp dir, so a smoke run never replaces real results]
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// The tributary binary [default: target/release/tributary, else target/debug/tributary]
     #[arg(long, env = "TRIBUTARY_BIN")]
     tributary_bin: Option<PathBuf>,
@@ -150,9 +151,14 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
     }
     let self_bin = std::env::current_exe().context("finding this binary")?;
     let mut cfg = if cli.quick {
-        Config::quick(tributary_bin, self_bin, cli.out.clone())
+        let out = cli
+            .out
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("tributary-bench-quick"));
+        Config::quick(tributary_bin, self_bin, out)
     } else {
-        Config::full(tributary_bin, self_bin, cli.out.clone())
+        let out = cli.out.clone().unwrap_or_else(|| "bench/results".into());
+        Config::full(tributary_bin, self_bin, out)
     };
     cfg.redis_bin = if cli.no_redis {
         None
