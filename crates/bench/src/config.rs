@@ -1,0 +1,96 @@
+//! [`Config`]: what a run measures and at which sizes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a run needs to know. [`Config::quick`] and [`Config::full`] give the two
+/// standard sizes; the binary's flags adjust either.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Tiny sizes, for the test suite.
+    pub quick: bool,
+    /// Interleaved rounds per comparison.
+    pub rounds: usize,
+    /// The `tributary` binary.
+    pub tributary_bin: PathBuf,
+    /// The bench binary itself, started again as the naive SSE server.
+    pub self_bin: PathBuf,
+    /// `redis-server`, when installed.
+    pub redis_bin: Option<PathBuf>,
+    /// Where result files go.
+    pub out: PathBuf,
+    /// Pin servers to core 0 with `taskset` (the load generator pins itself to core 1).
+    pub pin: bool,
+    /// Length of one measured phase (one system, one setting, one round).
+    pub phase: Duration,
+    /// S1: concurrent publishers.
+    pub s1_clients: Vec<usize>,
+    /// S1: total open-loop rate for the latency phase; `None` picks half the slower
+    /// system's throughput, measured before the rounds.
+    pub s1_rate: Option<f64>,
+    /// S1: also the relaxed tier (Tributary synchronous = normal vs Redis everysec).
+    pub s1_relaxed: bool,
+    /// S2: concurrent batch publishers to Tributary.
+    pub s2_clients: Vec<usize>,
+    /// S2: events per request.
+    pub s2_batch: usize,
+    /// S3: (subscribers, events per second) settings.
+    pub s3_settings: Vec<(usize, f64)>,
+    /// S3: seconds of publishing per setting.
+    pub s3_phase: Duration,
+    /// S8: subscribers.
+    pub s8_subscribers: usize,
+    /// S8: events per second.
+    pub s8_rate: f64,
+    /// S8: seconds of publishing; the server is killed halfway.
+    pub s8_phase: Duration,
+    /// Payload size of each event's args, in bytes (roughly: the JSON is padded to it).
+    pub payload_bytes: usize,
+    /// Make the naive server skip every n-th publish (to test that a gap fails the run).
+    pub naive_drop_every: Option<u64>,
+}
+
+impl Config {
+    /// Tiny sizes: seconds in all, so the harness runs in the test suite.
+    pub fn quick(tributary_bin: PathBuf, self_bin: PathBuf, out: PathBuf) -> Config {
+        Config {
+            quick: true,
+            rounds: 2,
+            tributary_bin,
+            self_bin,
+            redis_bin: None,
+            out,
+            pin: true,
+            phase: Duration::from_millis(400),
+            s1_clients: vec![1, 16],
+            s1_rate: None,
+            s1_relaxed: false,
+            s2_clients: vec![1, 4],
+            s2_batch: 100,
+            s3_settings: vec![(20, 20.0)],
+            s3_phase: Duration::from_secs(1),
+            s8_subscribers: 2,
+            s8_rate: 100.0,
+            s8_phase: Duration::from_secs(2),
+            payload_bytes: 100,
+            naive_drop_every: None,
+        }
+    }
+
+    /// The sizes of the issue: 1/16/64 publishers, 1k subscribers at 20/s, 10k at 10/s.
+    pub fn full(tributary_bin: PathBuf, self_bin: PathBuf, out: PathBuf) -> Config {
+        Config {
+            quick: false,
+            rounds: 5,
+            phase: Duration::from_secs(3),
+            s1_clients: vec![1, 16, 64],
+            s1_relaxed: true,
+            s3_settings: vec![(1000, 20.0), (10_000, 10.0)],
+            s3_phase: Duration::from_secs(10),
+            s8_subscribers: 8,
+            s8_rate: 200.0,
+            s8_phase: Duration::from_secs(8),
+            ..Config::quick(tributary_bin, self_bin, out)
+        }
+    }
+}

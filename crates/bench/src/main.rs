@@ -1,0 +1,253 @@
+//! `tributary-bench`: runs the benchmark scenarios and writes a JSON result per
+//! scenario (plus a table on stdout). `naive-server` is the ceiling server the
+//! harness starts as its own process. Exits 1 when any event was lost or doubled.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tributary_bench::load::Clock;
+use tributary_bench::procs::find_on_path;
+use tributary_bench::report::{ScenarioReport, machine};
+use tributary_bench::{Config, scenarios};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tributary-bench",
+    about = "Tributary side by side with its peers, on 127.0.0.1"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Tiny sizes (seconds in all), as the test suite runs it
+    #[arg(long)]
+    quick: bool,
+    /// Scenarios to run, comma-separated
+    #[arg(long, value_delimiter = ',', default_value = "s2,s1,s3,s8")]
+    scenarios: Vec<String>,
+    /// Interleaved rounds per comparison [default: 2 quick, 5 full]
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Directory for the JSON result files [default: bench/results; with --quick, a
+    /// directory under the system temp dir, so a smoke run never replaces real results]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The tributary binary [default: target/release/tributary, else target/debug/tributary]
+    #[arg(long, env = "TRIBUTARY_BIN")]
+    tributary_bin: Option<PathBuf>,
+    /// redis-server [default: from PATH]
+    #[arg(long)]
+    redis_bin: Option<PathBuf>,
+    /// Leave Redis out even when installed
+    #[arg(long)]
+    no_redis: bool,
+    /// Do not pin the servers and the load generator to cores
+    #[arg(long)]
+    no_pin: bool,
+    /// Milliseconds of each measured phase (S1, S2)
+    #[arg(long)]
+    phase_ms: Option<u64>,
+    /// S1 concurrent publishers, comma-separated
+    #[arg(long, value_delimiter = ',')]
+    s1_clients: Option<Vec<usize>>,
+    /// S1 total open-loop rate for the latency phase [default: half the slower system's throughput]
+    #[arg(long)]
+    s1_rate: Option<f64>,
+    /// S1 durable tier only (no synchronous=normal vs appendfsync everysec)
+    #[arg(long)]
+    s1_durable_only: bool,
+    /// S2 concurrent batch publishers, comma-separated
+    #[arg(long, value_delimiter = ',')]
+    s2_clients: Option<Vec<usize>>,
+    /// S3 settings as SUBSCRIBERS@RATE, comma-separated (1000@20,10000@10)
+    #[arg(long, value_delimiter = ',')]
+    s3: Option<Vec<String>>,
+    /// S3 seconds of publishing per setting
+    #[arg(long)]
+    s3_secs: Option<u64>,
+    /// S8 subscribers
+    #[arg(long)]
+    s8_subscribers: Option<usize>,
+    /// S8 seconds of publishing (the kill comes halfway)
+    #[arg(long)]
+    s8_secs: Option<u64>,
+    /// Break the naive server on purpose (skip every n-th publish), to check that a gap
+    /// fails the run
+    #[arg(long, hide = true)]
+    naive_drop_every: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The naive in-memory SSE server (started by the harness itself)
+    NaiveServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: String,
+        /// Skip every n-th publish (a broken server, for the harness's own test)
+        #[arg(long, hide = true)]
+        drop_every: Option<u64>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::NaiveServer { addr, drop_every }) = &cli.command {
+        return naive_server(addr, *drop_every);
+    }
+    let cfg = config(&cli)?;
+    if cfg.pin {
+        // Before the runtime exists, so every thread it starts inherits core 1.
+        let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: 1 });
+        if !pinned {
+            eprintln!("could not pin the load generator to core 1; running unpinned");
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let failed = runtime.block_on(run(&cli, cfg))?;
+    if failed {
+        bail!("events were lost or doubled; the figures above are void");
+    }
+    Ok(())
+}
+
+fn naive_server(addr: &str, drop_every: Option<u64>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        let bound = listener.local_addr()?;
+        println!("naive listening on http://{bound}");
+        tributary_bench::naive::serve(listener, drop_every).await?;
+        Ok(())
+    })
+}
+
+fn default_tributary_bin() -> Option<PathBuf> {
+    // This binary sits in <target>/<profile>/; the server is built into the same target.
+    let exe = std::env::current_exe().ok()?;
+    let target = exe.parent()?.parent()?;
+    ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join("tributary"))
+        .find(|p| p.is_file())
+}
+
+fn config(cli: &Cli) -> anyhow::Result<Config> {
+    let tributary_bin = match &cli.tributary_bin {
+        Some(p) => p.clone(),
+        None => default_tributary_bin()
+            .context("no tributary binary found: build it (cargo build --release -p tributary) or pass --tributary-bin")?,
+    };
+    if !tributary_bin.is_file() {
+        bail!("{} is not a file", tributary_bin.display());
+    }
+    let self_bin = std::env::current_exe().context("finding this binary")?;
+    let mut cfg = if cli.quick {
+        let out = cli
+            .out
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("tributary-bench-quick"));
+        Config::quick(tributary_bin, self_bin, out)
+    } else {
+        let out = cli.out.clone().unwrap_or_else(|| "bench/results".into());
+        Config::full(tributary_bin, self_bin, out)
+    };
+    cfg.redis_bin = if cli.no_redis {
+        None
+    } else {
+        cli.redis_bin
+            .clone()
+            .or_else(|| find_on_path("redis-server"))
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cfg.pin = !cli.no_pin && cores >= 2 && find_on_path("taskset").is_some();
+    if let Some(r) = cli.rounds {
+        cfg.rounds = r.max(1);
+    }
+    if let Some(ms) = cli.phase_ms {
+        cfg.phase = Duration::from_millis(ms);
+    }
+    if let Some(c) = &cli.s1_clients {
+        cfg.s1_clients = c.clone();
+    }
+    cfg.s1_rate = cli.s1_rate;
+    if cli.s1_durable_only {
+        cfg.s1_relaxed = false;
+    }
+    cfg.naive_drop_every = cli.naive_drop_every;
+    if let Some(c) = &cli.s2_clients {
+        cfg.s2_clients = c.clone();
+    }
+    if let Some(settings) = &cli.s3 {
+        cfg.s3_settings = settings
+            .iter()
+            .map(|s| {
+                let (n, r) = s
+                    .split_once('@')
+                    .context("an S3 setting is SUBSCRIBERS@RATE")?;
+                Ok((n.parse()?, r.parse()?))
+            })
+            .collect::<anyhow::Result<_>>()?;
+    }
+    if let Some(s) = cli.s3_secs {
+        cfg.s3_phase = Duration::from_secs(s);
+    }
+    if let Some(n) = cli.s8_subscribers {
+        cfg.s8_subscribers = n;
+    }
+    if let Some(s) = cli.s8_secs {
+        cfg.s8_phase = Duration::from_secs(s);
+    }
+    Ok(cfg)
+}
+
+async fn run(cli: &Cli, cfg: Config) -> anyhow::Result<bool> {
+    let clock = Clock::start();
+    let machine = machine(cfg.pin);
+    println!("machine: {machine}");
+    println!(
+        "tributary: {}; redis: {}",
+        cfg.tributary_bin.display(),
+        cfg.redis_bin.as_ref().map_or(
+            "not installed, skipped (scripts/bench-peers.sh installs it)".to_owned(),
+            |p| p.display().to_string()
+        )
+    );
+    let command_line: Vec<String> = std::env::args().collect();
+    let mut failed = false;
+    for name in &cli.scenarios {
+        let started = std::time::Instant::now();
+        let report: ScenarioReport = match name.as_str() {
+            "s1" => scenarios::s1::run(&cfg, clock).await,
+            "s2" => scenarios::s2::run(&cfg, clock).await,
+            "s3" => scenarios::s3::run(&cfg, clock).await,
+            "s8" => scenarios::s8::run(&cfg, clock).await,
+            other => bail!("unknown scenario {other:?} (s1, s2, s3, s8)"),
+        }
+        .with_context(|| format!("scenario {name}"))?;
+        let mut report = report;
+        if let Some(obj) = report.json.as_object_mut() {
+            obj.insert("machine".into(), machine.clone());
+            obj.insert("quick".into(), cfg.quick.into());
+            obj.insert("rounds".into(), cfg.rounds.into());
+            obj.insert("command".into(), command_line.join(" ").into());
+            obj.insert("wall_s".into(), started.elapsed().as_secs_f64().into());
+        }
+        report.write(&cfg.out)?;
+        println!("\n{}", report.table.render());
+        for f in &report.failures {
+            eprintln!("FAILED: {f}");
+        }
+        failed |= !report.failures.is_empty();
+    }
+    println!("results in {}", cfg.out.display());
+    Ok(failed)
+}

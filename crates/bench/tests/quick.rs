@@ -1,0 +1,157 @@
+//! The `--quick` smoke run, so the harness never rots: every scenario runs at tiny sizes
+//! against the real `tributary` binary, must lose and double nothing, and must write a
+//! result file with positive figures.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The server binary: `TRIBUTARY_BIN`, else `tributary` beside this package's binary
+/// (cargo builds every workspace binary into the same target dir).
+fn tributary_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("TRIBUTARY_BIN") {
+        return PathBuf::from(path);
+    }
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_tributary-bench"));
+    bench.with_file_name("tributary")
+}
+
+fn read(dir: &std::path::Path, name: &str) -> Value {
+    let path = dir.join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} was not written: {e}", path.display()));
+    serde_json::from_str(&text).expect("a result file is JSON")
+}
+
+fn positive(v: &Value, what: &str) {
+    let x = v
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what} is not a number: {v}"));
+    assert!(x > 0.0, "{what} is {x}");
+}
+
+#[test]
+fn quick_run_loses_nothing_and_writes_every_result() {
+    let tributary = tributary_bin();
+    assert!(
+        tributary.is_file(),
+        "{} is missing: build the workspace first (cargo build --workspace, as scripts/test.sh does)",
+        tributary.display()
+    );
+    let redis = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("redis-server").is_file()))
+        .unwrap_or(false);
+    if !redis {
+        println!(
+            "redis-server is not installed: the quick run skips the Redis peer (scripts/bench-peers.sh installs it)"
+        );
+    }
+    let out = tempfile::tempdir().expect("a temp dir");
+    let started = std::time::Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_tributary-bench"))
+        .arg("--quick")
+        .arg("--out")
+        .arg(out.path())
+        .arg("--tributary-bin")
+        .arg(&tributary)
+        .output()
+        .expect("the bench binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        output.status.success(),
+        "the quick run failed: {}",
+        output.status
+    );
+    // About 20 s alone; the bound leaves room for a busy machine running other tests.
+    assert!(
+        started.elapsed().as_secs() < 90,
+        "the quick run took {:?}",
+        started.elapsed()
+    );
+
+    for name in ["s1", "s2", "s3", "s8"] {
+        let json = read(out.path(), name);
+        assert_eq!(json["failures"], Value::Array(vec![]), "{name}: {json}");
+        assert_eq!(json["quick"], true, "{name}");
+    }
+
+    let s1 = read(out.path(), "s1");
+    for setting in s1["results"].as_array().expect("s1 results") {
+        for system in setting["systems"].as_array().expect("s1 systems") {
+            positive(&system["median_events_per_s"], "s1 events/s");
+            positive(&system["median_ack_p50_ms"], "s1 ack p50");
+        }
+        if redis {
+            positive(&setting["ratio_events_per_s"]["median"], "s1 ratio");
+        }
+    }
+
+    let s2 = read(out.path(), "s2");
+    let s2_results = s2["results"].as_array().expect("s2 results");
+    assert!(s2_results.len() >= 2, "rusqlite and tributary: {s2}");
+    for r in s2_results {
+        positive(&r["median_events_per_s"], "s2 events/s");
+    }
+    for r in s2["ratios"].as_array().expect("s2 ratios") {
+        positive(&r["ratio"]["median"], "s2 ratio");
+    }
+
+    let s3 = read(out.path(), "s3");
+    for setting in s3["results"].as_array().expect("s3 results") {
+        for system in setting["systems"].as_array().expect("s3 systems") {
+            for round in system["rounds"].as_array().expect("s3 rounds") {
+                positive(&round["deliveries"], "s3 deliveries");
+                let subscribers = setting["subscribers"].as_u64().expect("subscribers");
+                let published = round["published"].as_u64().expect("published");
+                assert_eq!(
+                    round["deliveries"].as_u64(),
+                    Some(subscribers * published),
+                    "every subscriber gets every event once: {round}"
+                );
+            }
+            positive(&system["median_p95_ms"], "s3 p95");
+        }
+        positive(&setting["ratio_p95"]["median"], "s3 ratio");
+    }
+
+    let s8 = read(out.path(), "s8");
+    positive(&s8["events"], "s8 events");
+    assert_eq!(s8["gaps"], 0, "{s8}");
+    assert_eq!(s8["duplicates_delivered"], 0, "{s8}");
+    assert_eq!(s8["missing"], 0, "{s8}");
+    assert_eq!(s8["met"], true, "{s8}");
+}
+
+/// The harness must be able to fail: a server that loses events makes the run exit
+/// non-zero and name the gap.
+#[test]
+fn a_gap_fails_the_run() {
+    let tributary = tributary_bin();
+    assert!(tributary.is_file(), "{} is missing", tributary.display());
+    let out = tempfile::tempdir().expect("a temp dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_tributary-bench"))
+        .args([
+            "--quick",
+            "--scenarios",
+            "s3",
+            "--rounds",
+            "1",
+            "--naive-drop-every",
+            "5",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--tributary-bin")
+        .arg(&tributary)
+        .output()
+        .expect("the bench binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a lossy server passed: {stderr}");
+    assert!(stderr.contains("gaps"), "{stderr}");
+    let s3 = read(out.path(), "s3");
+    assert_ne!(s3["failures"], Value::Array(vec![]), "{s3}");
+}
