@@ -21,9 +21,9 @@
 //!   `synchronous=full` each commit costs an fsync. So one thread owns the only
 //!   read-write connection and commits every append waiting in its queue in one
 //!   transaction: under load, one fsync serves many appends.
-//! - **A savepoint per append.** Appends that share a transaction must not share a fate:
-//!   one refused for a stale `expected_seq` rolls back to its savepoint, the others
-//!   commit, and no position is burnt.
+//! - **Check, then write.** Appends that share a transaction must not share a fate:
+//!   each request is checked whole before any of it is written, so one refused for a
+//!   stale `expected_seq` writes nothing, the others commit, and no position is burnt.
 //! - **A reader pool.** WAL lets readers run beside the writer; reads use their own
 //!   read-only connections on blocking threads and never queue behind appends. The
 //!   head moves only after a commit, so everything up to it is readable.

@@ -42,8 +42,8 @@ async fn one_group_with_a_refused_request(
     let t = format!("t{round}");
     let seed = log.append(vec![ev(&t, "seed")]).await.unwrap()[0];
     let commits_before = stats();
-    // A: fine. B: stores an event on a new topic, then fails on a stale expected_seq, so
-    // its savepoint has something to undo. C: fine.
+    // A: fine. B: plans an event on a new topic, then fails on a stale expected_seq, so
+    // nothing of it may be written. C: fine.
     let mut a = log.append(vec![ev(&t, "a").with_expected_seq(1)]);
     let mut b = log.append(vec![
         ev(&format!("gone{round}"), "b"),
