@@ -9,7 +9,10 @@
 //!   `(timestamp)` index (which ends in the rowid) answers "last position before t" with
 //!   one reverse seek.
 //! - One index per filter field, each ending in `position`, so a filtered page is a range
-//!   scan in position order.
+//!   scan in position order. Client and session ids are partial indexes (`IS NOT NULL`):
+//!   most events carry neither, and an index entry per event for a NULL nobody asks for
+//!   is one more b-tree insert on every append. A filter asks `client_id = ?`, which
+//!   SQLite knows implies `IS NOT NULL`, so the partial index still serves it.
 //! - `topics` keeps each topic's head, count and last position, updated in the append
 //!   transaction: `expected_seq` checks and topic listings never scan events.
 //! - `meta` is a one-row-per-key table for facts about the database itself. `log_id` is
@@ -104,6 +107,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE topics ADD COLUMN max_events      INTEGER;
     ALTER TABLE topics ADD COLUMN max_event_bytes INTEGER;
     INSERT INTO meta (key, value) VALUES ('pruned_position', '0');",
+    // 5: client and session ids indexed only where present.
+    "DROP INDEX events_client_id;
+    CREATE INDEX events_client_id  ON events (client_id, position)  WHERE client_id IS NOT NULL;
+    DROP INDEX events_session_id;
+    CREATE INDEX events_session_id ON events (session_id, position) WHERE session_id IS NOT NULL;",
 ];
 
 /// The schema version this build writes.

@@ -275,7 +275,7 @@ async fn a_schema_2_database_migrates_and_keeps_its_events() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     drop(conn);
     // Opening again migrates nothing and finds everything.
     let log = open(&path);

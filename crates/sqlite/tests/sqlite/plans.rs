@@ -87,6 +87,29 @@ async fn check_plans(log: &SqliteLog) {
         2,
     );
 
+    // One value: a single query, and the partial indexes (ids indexed only where
+    // present) still serve the equality.
+    for (filter, index) in [
+        (
+            Filter {
+                client_ids: strings(&["c3"]),
+                ..Filter::default()
+            },
+            "events_client_id",
+        ),
+        (
+            Filter {
+                session_ids: strings(&["s3"]),
+                ..Filter::default()
+            },
+            "events_session_id",
+        ),
+    ] {
+        let text = plan(log, &filter).await.join("\n");
+        assert!(text.contains(&format!("USING INDEX {index}")), "{text}");
+        assert!(!text.contains("TEMP B-TREE"), "sorts:\n{text}");
+    }
+
     // Exact topics mixed with patterns: every exact topic is an ordered search of its
     // own, the patterns get arms of their own (prefix range, or the position range).
     let filter = Filter {

@@ -108,8 +108,9 @@ async fn the_file_is_in_wal_mode_with_a_schema_version() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     assert_eq!(
-        version, 4,
-        "events and topics, the meta table with the log id, consumer groups, topic settings"
+        version, 5,
+        "events and topics, the meta table with the log id, consumer groups, topic settings, \
+         partial id indexes"
     );
 }
 
