@@ -311,7 +311,7 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
     ] {
         if !bin {
             notes.push(format!(
-                "{missing} is not installed: skipped, no ratio against it (scripts/bench-peers.sh installs it)"
+                "{missing} is not installed or was left out: skipped, no ratio against it (scripts/bench-peers.sh installs it)"
             ));
         }
     }

@@ -596,7 +596,7 @@ pub async fn run(cfg: &Config, _clock: Clock) -> Result<ScenarioReport, BenchErr
     if cfg.nats_bin.is_some() {
         systems.push(System::Nats);
     } else {
-        notes.push("nats-server is not installed: Tributary alone, no ratio (scripts/bench-peers.sh installs it)".into());
+        notes.push("nats-server is not installed or was left out: Tributary alone, no ratio (scripts/bench-peers.sh installs it)".into());
     }
     let mut table = Table::new(
         "S6 consumer group: preloaded events consumed and acked (events/s from the members' start to the last first ack)",
