@@ -17,6 +17,10 @@ pub struct Config {
     pub self_bin: PathBuf,
     /// `redis-server`, when installed.
     pub redis_bin: Option<PathBuf>,
+    /// `nats-server` (2.15, with JetStream), when installed.
+    pub nats_bin: Option<PathBuf>,
+    /// The directory with PostgreSQL's `initdb` and `postgres`, when installed.
+    pub postgres_bin_dir: Option<PathBuf>,
     /// Where result files go.
     pub out: PathBuf,
     /// Pin servers to core 0 with `taskset` (the load generator pins itself to core 1).
@@ -44,6 +48,12 @@ pub struct Config {
     pub s8_rate: f64,
     /// S8: seconds of publishing; the server is killed halfway.
     pub s8_phase: Duration,
+    /// S6: events preloaded before the members consume.
+    pub s6_events: u64,
+    /// S6: deliveries per pull (and per ack, when acking per batch).
+    pub s6_batch: usize,
+    /// S6: the ack wait of both systems (a killed member's deliveries come back after it).
+    pub s6_ack_wait: Duration,
     /// Payload size of each event's args, in bytes (roughly: the JSON is padded to it).
     pub payload_bytes: usize,
     /// Make the naive server skip every n-th publish (to test that a gap fails the run).
@@ -59,6 +69,8 @@ impl Config {
             tributary_bin,
             self_bin,
             redis_bin: None,
+            nats_bin: None,
+            postgres_bin_dir: None,
             out,
             pin: true,
             phase: Duration::from_millis(400),
@@ -72,6 +84,9 @@ impl Config {
             s8_subscribers: 2,
             s8_rate: 100.0,
             s8_phase: Duration::from_secs(2),
+            s6_events: 1000,
+            s6_batch: 100,
+            s6_ack_wait: Duration::from_secs(2),
             payload_bytes: 100,
             naive_drop_every: None,
         }
@@ -90,6 +105,7 @@ impl Config {
             s8_subscribers: 8,
             s8_rate: 200.0,
             s8_phase: Duration::from_secs(8),
+            s6_events: 50_000,
             ..Config::quick(tributary_bin, self_bin, out)
         }
     }

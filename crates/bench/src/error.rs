@@ -80,4 +80,23 @@ pub enum BenchError {
         /// The bound.
         secs: u64,
     },
+    /// A NATS or JetStream call failed (async-nats has an error type per call, so the
+    /// cause is boxed).
+    #[error("nats: {context}")]
+    Nats {
+        /// What was being done.
+        context: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A PostgreSQL call failed.
+    #[error("postgres: {context}")]
+    Postgres {
+        /// What was being done.
+        context: &'static str,
+        /// The cause.
+        #[source]
+        source: tokio_postgres::Error,
+    },
 }

@@ -23,16 +23,21 @@
 //! - [`stats`]: latency histograms, percentiles, the median ratio with min–max.
 //! - [`load`]: the clock, event payloads, the open-loop schedule, the seq checker, a
 //!   raw SSE subscriber.
-//! - [`procs`]: starting and stopping servers (Tributary, Redis, the naive ceiling).
+//! - [`procs`]: starting and stopping servers (Tributary, Redis, NATS, PostgreSQL, the
+//!   naive ceiling).
+//! - [`peers`]: NATS JetStream's and PostgreSQL's data side: stream or table, sinks,
+//!   read-back checks.
 //! - [`naive`]: the naive in-memory SSE server (a broadcast channel, no storage).
 //! - [`report`]: the JSON result file per scenario and the human table.
 //! - [`scenarios`]: S1 (durable single publishes), S2 (batches of 100), S3 (publish →
-//!   deliver latency), S8 (kill -9 and resume).
+//!   deliver latency), S6 (consumer groups vs a JetStream pull consumer), S8 (kill -9
+//!   and resume).
 
 pub mod config;
 mod error;
 pub mod load;
 pub mod naive;
+pub mod peers;
 pub mod procs;
 pub mod report;
 pub mod scenarios;

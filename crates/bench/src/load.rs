@@ -135,6 +135,23 @@ pub enum Sink {
         /// The stream key.
         key: String,
     },
+    /// A JetStream publish of the same args JSON to `subject`, waiting for the stream's
+    /// ack (with `sync_interval: always`, an ack means fsynced).
+    Nats {
+        /// One JetStream context (one connection) per publisher.
+        js: async_nats::jetstream::Context,
+        /// The subject the stream captures.
+        subject: String,
+    },
+    /// One autocommit `INSERT` per event into an event-log table.
+    Postgres {
+        /// One connection per publisher.
+        client: tokio_postgres::Client,
+        /// The prepared insert: `(topic, seq, name, args)`.
+        insert: tokio_postgres::Statement,
+        /// The topic column.
+        topic: String,
+    },
     /// The naive server's `POST /publish`.
     Naive {
         /// The HTTP client.
@@ -188,6 +205,44 @@ impl Sink {
                         context: "XADD",
                         source,
                     })
+            }
+            Sink::Nats { js, subject } => {
+                for seq in first_seq..first_seq + n as u64 {
+                    let payload = args_json(publisher, seq, sent_us, pad);
+                    let nats_err = |context: &'static str| {
+                        move |e: async_nats::jetstream::context::PublishError| BenchError::Nats {
+                            context,
+                            source: Box::new(e),
+                        }
+                    };
+                    // The first await sends; the second waits for the stream's ack.
+                    js.publish(subject.clone(), payload.into())
+                        .await
+                        .map_err(nats_err("publishing"))?
+                        .await
+                        .map_err(nats_err("waiting for the publish ack"))?;
+                }
+                Ok(())
+            }
+            Sink::Postgres {
+                client,
+                insert,
+                topic,
+            } => {
+                for seq in first_seq..first_seq + n as u64 {
+                    let args = args_json(publisher, seq, sent_us, pad);
+                    client
+                        .execute(
+                            insert,
+                            &[&topic.as_str(), &(seq as i64), &"bench.Event", &args],
+                        )
+                        .await
+                        .map_err(|source| BenchError::Postgres {
+                            context: "INSERT",
+                            source,
+                        })?;
+                }
+                Ok(())
             }
             Sink::Naive { http, url } => {
                 for seq in first_seq..first_seq + n as u64 {

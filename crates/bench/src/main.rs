@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tributary_bench::load::Clock;
-use tributary_bench::procs::find_on_path;
+use tributary_bench::procs::{find_nats_server, find_on_path, find_postgres_bin_dir};
 use tributary_bench::report::{ScenarioReport, machine};
 use tributary_bench::{Config, scenarios};
 
@@ -24,7 +24,7 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run, comma-separated
-    #[arg(long, value_delimiter = ',', default_value = "s2,s1,s3,s8")]
+    #[arg(long, value_delimiter = ',', default_value = "s2,s1,s3,s6,s8")]
     scenarios: Vec<String>,
     /// Interleaved rounds per comparison [default: 2 quick, 5 full]
     #[arg(long)]
@@ -42,6 +42,20 @@ struct Cli {
     /// Leave Redis out even when installed
     #[arg(long)]
     no_redis: bool,
+    /// nats-server [default: from PATH, else ~/.cache/tributary-bench/bin, where
+    /// scripts/bench-peers.sh links it]
+    #[arg(long)]
+    nats_bin: Option<PathBuf>,
+    /// Leave NATS out even when installed
+    #[arg(long)]
+    no_nats: bool,
+    /// The directory with PostgreSQL's initdb and postgres [default: the newest
+    /// /usr/lib/postgresql/*/bin, else initdb's directory on PATH]
+    #[arg(long)]
+    postgres_bin_dir: Option<PathBuf>,
+    /// Leave PostgreSQL out even when installed
+    #[arg(long)]
+    no_postgres: bool,
     /// Do not pin the servers and the load generator to cores
     #[arg(long)]
     no_pin: bool,
@@ -66,6 +80,9 @@ struct Cli {
     /// S3 seconds of publishing per setting
     #[arg(long)]
     s3_secs: Option<u64>,
+    /// S6 events preloaded for the consumers
+    #[arg(long)]
+    s6_events: Option<u64>,
     /// S8 subscribers
     #[arg(long)]
     s8_subscribers: Option<usize>,
@@ -167,6 +184,19 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
             .clone()
             .or_else(|| find_on_path("redis-server"))
     };
+    cfg.nats_bin = if cli.no_nats {
+        None
+    } else {
+        cli.nats_bin.clone().or_else(find_nats_server)
+    };
+    cfg.postgres_bin_dir = if cli.no_postgres {
+        None
+    } else {
+        cli.postgres_bin_dir.clone().or_else(find_postgres_bin_dir)
+    };
+    if let Some(n) = cli.s6_events {
+        cfg.s6_events = n.max(1);
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     cfg.pin = !cli.no_pin && cores >= 2 && find_on_path("taskset").is_some();
     if let Some(r) = cli.rounds {
@@ -221,6 +251,17 @@ async fn run(cli: &Cli, cfg: Config) -> anyhow::Result<bool> {
             |p| p.display().to_string()
         )
     );
+    println!(
+        "nats-server: {}; postgres: {}",
+        cfg.nats_bin.as_ref().map_or(
+            "not installed, skipped (scripts/bench-peers.sh installs it)".to_owned(),
+            |p| p.display().to_string()
+        ),
+        cfg.postgres_bin_dir.as_ref().map_or(
+            "not installed, skipped (scripts/bench-peers.sh installs it)".to_owned(),
+            |p| p.display().to_string()
+        )
+    );
     let command_line: Vec<String> = std::env::args().collect();
     let mut failed = false;
     for name in &cli.scenarios {
@@ -229,8 +270,9 @@ async fn run(cli: &Cli, cfg: Config) -> anyhow::Result<bool> {
             "s1" => scenarios::s1::run(&cfg, clock).await,
             "s2" => scenarios::s2::run(&cfg, clock).await,
             "s3" => scenarios::s3::run(&cfg, clock).await,
+            "s6" => scenarios::s6::run(&cfg, clock).await,
             "s8" => scenarios::s8::run(&cfg, clock).await,
-            other => bail!("unknown scenario {other:?} (s1, s2, s3, s8)"),
+            other => bail!("unknown scenario {other:?} (s1, s2, s3, s6, s8)"),
         }
         .with_context(|| format!("scenario {name}"))?;
         let mut report = report;

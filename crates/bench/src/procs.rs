@@ -25,6 +25,9 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Its stderr goes to this file (and its data dir, when it owns one, lives here).
     scratch: TempDir,
+    /// A signal to send by PID before SIGKILL, for servers whose children must be told
+    /// (PostgreSQL's backends outlive a SIGKILLed postmaster for a while).
+    graceful: Option<&'static str>,
 }
 
 impl Server {
@@ -52,6 +55,16 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let (Some(signal), Some(pid)) = (self.graceful, self.child.id()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-s", signal, &pid.to_string()])
+                .status();
+            // Give it a moment to stop its children itself.
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until && !matches!(self.child.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         // SIGKILL by PID; tokio reaps the process in the background.
         let _ = self.child.start_kill();
     }
@@ -149,6 +162,7 @@ async fn spawn_listening(
         name,
         addr,
         scratch,
+        graceful: None,
     })
 }
 
@@ -245,6 +259,7 @@ pub async fn start_redis(
         name: "redis",
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         scratch,
+        graceful: None,
     };
     let started = Instant::now();
     loop {
@@ -288,4 +303,252 @@ pub fn find_on_path(program: &str) -> Option<PathBuf> {
             .map(|dir| dir.join(program))
             .find(|p| p.is_file())
     })
+}
+
+/// `nats-server`: from PATH, else where `scripts/bench-peers.sh` links it
+/// (`~/.cache/tributary-bench/bin`, or `$TRIBUTARY_BENCH_CACHE/bin`).
+pub fn find_nats_server() -> Option<PathBuf> {
+    find_on_path("nats-server").or_else(|| {
+        let cache = std::env::var_os("TRIBUTARY_BENCH_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/tributary-bench"))
+            })?;
+        let bin = cache.join("bin/nats-server");
+        bin.is_file().then_some(bin)
+    })
+}
+
+/// PostgreSQL's server binaries (`initdb`, `postgres`): the newest
+/// `/usr/lib/postgresql/*/bin` (Debian keeps them off PATH), else `initdb` on PATH.
+pub fn find_postgres_bin_dir() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|d| d.join("initdb").is_file() && d.join("postgres").is_file())
+        .collect();
+    dirs.sort_by_key(|d| {
+        d.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.pop()
+        .or_else(|| find_on_path("initdb").and_then(|p| p.parent().map(Path::to_owned)))
+}
+
+/// Starts `nats-server` with JetStream on 127.0.0.1, its store in its own temp dir and
+/// `sync_interval: always` (every stored message and ack is fsynced before it is
+/// confirmed: the like of Tributary's synchronous = full), and waits until it takes a
+/// connection.
+pub async fn start_nats(cfg: &Config, nats_bin: &Path) -> Result<Server, BenchError> {
+    let scratch = scratch_dir()?;
+    let port = free_port()?;
+    let store = scratch.path().join("jetstream");
+    let conf = scratch.path().join("nats.conf");
+    let text = format!(
+        "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n"
+    );
+    std::fs::write(&conf, text).map_err(|source| BenchError::Io {
+        context: "writing the nats config",
+        path: conf.clone(),
+        source,
+    })?;
+    let mut cmd = command(nats_bin, cfg.pin);
+    cmd.arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr_file(scratch.path())?));
+    let child = cmd.spawn().map_err(|source| BenchError::Spawn {
+        what: "nats-server".into(),
+        source,
+    })?;
+    let server = Server {
+        child,
+        name: "nats",
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        scratch,
+        // SIGTERM lets it close its store cleanly; it has no children either way.
+        graceful: Some("TERM"),
+    };
+    let started = Instant::now();
+    loop {
+        if let Ok(client) = async_nats::connect(server.addr.to_string()).await {
+            // JetStream answers once the server is fully up.
+            if async_nats::jetstream::new(client)
+                .query_account()
+                .await
+                .is_ok()
+            {
+                return Ok(server);
+            }
+        }
+        if started.elapsed() > STARTUP {
+            return Err(BenchError::NotReady {
+                what: "nats-server".into(),
+                reason: format!("no JetStream; stderr: {}", log_tail(server.scratch())),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The uid and gid of `postgres` (from `id`), which the server runs as when we are root:
+/// PostgreSQL refuses to run as root.
+fn postgres_user() -> Option<(String, String)> {
+    let id = |flag: &str| {
+        std::process::Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    Some((id("-u")?, id("-g")?))
+}
+
+fn am_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Starts a fresh PostgreSQL cluster: `initdb` into its own temp dir (trust auth for
+/// 127.0.0.1, superuser `postgres`), then `postgres` on 127.0.0.1 with `fsync = on` and
+/// `synchronous_commit = on` (the defaults, set explicitly: a COMMIT reply means the WAL
+/// is fsynced, like Tributary's 2xx). As root it runs as the `postgres` user through
+/// `setpriv`, which execs, so the PID held is the postmaster's. Waits until it answers.
+pub async fn start_postgres(cfg: &Config, bin_dir: &Path) -> Result<Server, BenchError> {
+    let scratch = scratch_dir()?;
+    let port = free_port()?;
+    let data = scratch.path().join("pgdata");
+    let as_user: Option<(String, String)> = if am_root() {
+        let user = postgres_user().ok_or_else(|| BenchError::NotReady {
+            what: "postgres".into(),
+            reason: "running as root and there is no postgres user to run it as".into(),
+        })?;
+        // The cluster's directory must belong to the user that runs it.
+        let status = std::process::Command::new("chown")
+            .arg(format!("{}:{}", user.0, user.1))
+            .arg(scratch.path())
+            .status()
+            .map_err(|source| BenchError::Spawn {
+                what: "chown".into(),
+                source,
+            })?;
+        if !status.success() {
+            return Err(BenchError::NotReady {
+                what: "postgres".into(),
+                reason: format!("chown of {} failed", scratch.path().display()),
+            });
+        }
+        Some(user)
+    } else {
+        None
+    };
+    let wrap = |program: &Path, pin: bool| -> Command {
+        match &as_user {
+            None => command(program, pin),
+            Some((uid, gid)) => {
+                let setpriv = find_on_path("setpriv").unwrap_or_else(|| "setpriv".into());
+                let mut c = command(&setpriv, pin);
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg(program);
+                c
+            }
+        }
+    };
+    let mut initdb = wrap(&bin_dir.join("initdb"), false);
+    initdb
+        .arg("-D")
+        .arg(&data)
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-instructions",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr_file(scratch.path())?));
+    let status = initdb.status().await.map_err(|source| BenchError::Spawn {
+        what: "initdb".into(),
+        source,
+    })?;
+    if !status.success() {
+        return Err(BenchError::NotReady {
+            what: "initdb".into(),
+            reason: format!("{status}; stderr: {}", log_tail(scratch.path())),
+        });
+    }
+    let mut cmd = wrap(&bin_dir.join("postgres"), cfg.pin);
+    cmd.arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string()])
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .arg("-c")
+        .arg(format!(
+            "unix_socket_directories={}",
+            scratch.path().display()
+        ))
+        .args(["-c", "fsync=on", "-c", "synchronous_commit=on"])
+        .args(["-c", "max_connections=200"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr_file(scratch.path())?));
+    let child = cmd.spawn().map_err(|source| BenchError::Spawn {
+        what: "postgres".into(),
+        source,
+    })?;
+    let server = Server {
+        child,
+        name: "postgres",
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        scratch,
+        // Immediate shutdown: the postmaster stops its backends, then exits.
+        graceful: Some("QUIT"),
+    };
+    let started = Instant::now();
+    loop {
+        if let Ok(client) = postgres_connection(&server).await
+            && client.simple_query("SELECT 1").await.is_ok()
+        {
+            return Ok(server);
+        }
+        if started.elapsed() > STARTUP {
+            return Err(BenchError::NotReady {
+                what: "postgres".into(),
+                reason: format!("no answer; stderr: {}", log_tail(server.scratch())),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A new connection to a PostgreSQL [`Server`]; its connection task runs until the
+/// client is dropped.
+pub async fn postgres_connection(server: &Server) -> Result<tokio_postgres::Client, BenchError> {
+    let (client, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            server.addr.port()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .map_err(|source| BenchError::Postgres {
+        context: "connecting",
+        source,
+    })?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
 }

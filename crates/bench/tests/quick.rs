@@ -47,6 +47,8 @@ fn quick_run_loses_nothing_and_writes_every_result() {
             "redis-server is not installed: the quick run skips the Redis peer (scripts/bench-peers.sh installs it)"
         );
     }
+    // NATS and PostgreSQL are found (or found missing, and skipped with a message) by the
+    // bench binary itself; its output, printed below, says which.
     let out = tempfile::tempdir().expect("a temp dir");
     let started = std::time::Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_tributary-bench"))
@@ -73,7 +75,7 @@ fn quick_run_loses_nothing_and_writes_every_result() {
         started.elapsed()
     );
 
-    for name in ["s1", "s2", "s3", "s8"] {
+    for name in ["s1", "s2", "s3", "s6", "s8"] {
         let json = read(out.path(), name);
         assert_eq!(json["failures"], Value::Array(vec![]), "{name}: {json}");
         assert_eq!(json["quick"], true, "{name}");
@@ -85,8 +87,31 @@ fn quick_run_loses_nothing_and_writes_every_result() {
             positive(&system["median_events_per_s"], "s1 events/s");
             positive(&system["median_ack_p50_ms"], "s1 ack p50");
         }
-        if redis {
-            positive(&setting["ratio_events_per_s"]["median"], "s1 ratio");
+        // One ratio per peer that is installed (none when no peer is).
+        for ratio in setting["ratios_events_per_s"]
+            .as_array()
+            .expect("s1 ratios")
+        {
+            positive(&ratio["median"], "s1 ratio");
+        }
+    }
+
+    let s6 = read(out.path(), "s6");
+    for setting in s6["results"].as_array().expect("s6 results") {
+        for system in setting["systems"].as_array().expect("s6 systems") {
+            positive(&system["median_events_per_s"], "s6 events/s");
+            assert_eq!(system["loss"], 0, "s6 loses nothing: {setting}");
+        }
+        if setting["kill_one_member"] == true {
+            for system in setting["systems"].as_array().expect("s6 systems") {
+                for round in system["rounds"].as_array().expect("s6 rounds") {
+                    positive(
+                        &round["dropped_by_killed_member"],
+                        "s6 deliveries the killed member dropped",
+                    );
+                    positive(&round["redeliveries"], "s6 redeliveries after the kill");
+                }
+            }
         }
     }
 

@@ -1,6 +1,9 @@
 //! S1: durable single-event publishes from 1/16/64 concurrent clients. Tributary
-//! (synchronous = full: a 2xx means fsynced) against Redis Streams with
-//! `appendfsync always` (an XADD reply means fsynced), the like-for-like durable tier.
+//! (synchronous = full: a 2xx means fsynced) against the like-for-like durable tier:
+//! Redis Streams with `appendfsync always` (an XADD reply means fsynced), NATS
+//! JetStream with `sync_interval: always` (a publish ack means fsynced), and
+//! PostgreSQL with one autocommit INSERT per event (`synchronous_commit = on`: the
+//! reply means the WAL is fsynced).
 //!
 //! Each (clients, system, round) gets a fresh server and two phases: a closed loop for
 //! throughput, then an open loop at a rate both systems can carry (given, or half the
@@ -17,7 +20,14 @@ use super::{
     PublishRun, check_tributary_log, data_dir, publish_phase, tributary_client, tributary_sinks,
 };
 use crate::load::{Clock, SeqCheck, Sink, mark_of_event_json, padding};
-use crate::procs::{RedisFsync, Server, redis_connection, start_redis, start_tributary_with};
+use crate::peers::{
+    check_nats_stream, check_pg_table, nats_context, nats_create_stream, nats_sinks,
+    pg_create_table, pg_sinks,
+};
+use crate::procs::{
+    RedisFsync, Server, redis_connection, start_nats, start_postgres, start_redis,
+    start_tributary_with,
+};
 use crate::report::{Goal, ScenarioReport, Table, fmt_num, ratio_cell, ratio_json};
 use crate::stats::{Percentiles, Ratio, median};
 use crate::{BenchError, Config};
@@ -27,7 +37,11 @@ const TOPIC: &str = "bench.s1";
 /// stream without their seqs colliding.
 const LATENCY_PUBS: u32 = 10_000;
 /// The goal at 64 clients: at least 1.5× Redis `appendfsync always`.
-const GOAL: Goal = Goal::AtLeast(1.5);
+const GOAL_REDIS: Goal = Goal::AtLeast(1.5);
+/// The goal at 64 clients: at least 10× NATS JetStream `sync_interval: always`.
+const GOAL_NATS: Goal = Goal::AtLeast(10.0);
+/// The JetStream stream that captures [`TOPIC`].
+const NATS_STREAM: &str = "BENCH_S1";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum System {
@@ -39,6 +53,10 @@ enum System {
     TributaryNormal,
     /// `appendfsync everysec`: the same promise, about one second of writes at risk.
     RedisEverySec,
+    /// JetStream, file storage, `sync_interval: always`.
+    NatsAlways,
+    /// One autocommit INSERT per event, `synchronous_commit = on`.
+    Postgres,
 }
 
 impl System {
@@ -48,11 +66,27 @@ impl System {
             System::RedisAlways => "redis-appendfsync-always",
             System::TributaryNormal => "tributary-synchronous-normal",
             System::RedisEverySec => "redis-appendfsync-everysec",
+            System::NatsAlways => "nats-jetstream-sync-always",
+            System::Postgres => "postgres-synchronous-commit-on",
         }
     }
 
-    fn is_redis(self) -> bool {
-        matches!(self, System::RedisAlways | System::RedisEverySec)
+    fn available(self, cfg: &Config) -> bool {
+        match self {
+            System::RedisAlways | System::RedisEverySec => cfg.redis_bin.is_some(),
+            System::NatsAlways => cfg.nats_bin.is_some(),
+            System::Postgres => cfg.postgres_bin_dir.is_some(),
+            System::Tributary | System::TributaryNormal => true,
+        }
+    }
+
+    /// The goal on Tributary / this system at 64 clients, if the issue sets one.
+    fn goal(self) -> Option<Goal> {
+        match self {
+            System::RedisAlways => Some(GOAL_REDIS),
+            System::NatsAlways => Some(GOAL_NATS),
+            _ => None,
+        }
     }
 }
 
@@ -88,6 +122,21 @@ async fn start(
             };
             Ok((start_redis(cfg, bin, fsync).await?, None))
         }
+        System::NatsAlways => {
+            let bin = cfg.nats_bin.as_deref().expect("nats runs only when found");
+            let server = start_nats(cfg, bin).await?;
+            nats_create_stream(&nats_context(&server).await?, NATS_STREAM, TOPIC).await?;
+            Ok((server, None))
+        }
+        System::Postgres => {
+            let dir = cfg
+                .postgres_bin_dir
+                .as_deref()
+                .expect("postgres runs only when found");
+            let server = start_postgres(cfg, dir).await?;
+            pg_create_table(&server).await?;
+            Ok((server, None))
+        }
     }
 }
 
@@ -106,6 +155,8 @@ async fn sinks(server: &Server, system: System, n: usize) -> Result<Vec<Sink>, B
             }
             Ok(out)
         }
+        System::NatsAlways => nats_sinks(server, TOPIC, n).await,
+        System::Postgres => pg_sinks(server, TOPIC, n).await,
     }
 }
 
@@ -122,6 +173,8 @@ async fn check(
             let mut conn = redis_connection(server).await?;
             check_redis_stream(&mut conn, sent).await
         }
+        System::NatsAlways => check_nats_stream(server, NATS_STREAM, sent).await,
+        System::Postgres => check_pg_table(server, sent).await,
     }
 }
 
@@ -235,13 +288,32 @@ async fn one_run(
 
 /// Runs S1.
 pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchError> {
-    let mut tiers = vec![("durable", [System::Tributary, System::RedisAlways])];
+    let mut tiers = vec![(
+        "durable",
+        System::Tributary,
+        vec![System::RedisAlways, System::NatsAlways, System::Postgres],
+    )];
     if cfg.s1_relaxed {
-        tiers.push(("relaxed", [System::TributaryNormal, System::RedisEverySec]));
+        tiers.push((
+            "relaxed",
+            System::TributaryNormal,
+            vec![System::RedisEverySec],
+        ));
     }
     let mut notes = Vec::new();
-    if cfg.redis_bin.is_none() {
-        notes.push("redis-server is not installed: Tributary alone, no ratio (scripts/bench-peers.sh installs it)".to_owned());
+    for (bin, missing) in [
+        (cfg.redis_bin.is_some(), "redis-server"),
+        (cfg.nats_bin.is_some(), "nats-server"),
+        (
+            cfg.postgres_bin_dir.is_some(),
+            "PostgreSQL (initdb, postgres)",
+        ),
+    ] {
+        if !bin {
+            notes.push(format!(
+                "{missing} is not installed or was left out: skipped, no ratio against it (scripts/bench-peers.sh installs it)"
+            ));
+        }
     }
     let mut table = Table::new(
         "S1 single-event publishes (events/s closed loop; ack latency ms open loop at the given rate)",
@@ -254,16 +326,17 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
             "ack p50",
             "ack p95",
             "ack p99",
-            "ratio events/s (median, min–max)",
+            "Tributary / this events/s (median, min–max)",
         ],
     );
     let mut failures = Vec::new();
     let mut per_clients = Vec::new();
     for &clients in &cfg.s1_clients {
-        for &(tier, pair) in &tiers {
-            let systems: Vec<System> = pair
-                .into_iter()
-                .filter(|s| !s.is_redis() || cfg.redis_bin.is_some())
+        for (tier, primary, peers) in &tiers {
+            let (tier, primary) = (*tier, *primary);
+            let peers: Vec<System> = peers.iter().copied().filter(|s| s.available(cfg)).collect();
+            let systems: Vec<System> = std::iter::once(primary)
+                .chain(peers.iter().copied())
                 .collect();
             let rate = match cfg.s1_rate {
                 Some(r) => r,
@@ -288,18 +361,22 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
                     runs.push((s, round, out));
                 }
             }
-            let ratios: Vec<f64> = (0..cfg.rounds)
-                .filter_map(|round| {
-                    let get = |s| {
-                        runs.iter()
-                            .find(|(x, r, _)| *x == s && *r == round)
-                            .map(|(_, _, o)| o.throughput)
-                    };
-                    Some(get(pair[0])? / get(pair[1])?)
-                })
-                .collect();
-            let ratio = Ratio::of(&ratios);
-            let goal = (clients == 64 && tier == "durable").then_some(GOAL);
+            let get = |s: System, round: usize| {
+                runs.iter()
+                    .find(|(x, r, _)| *x == s && *r == round)
+                    .map(|(_, _, o)| o.throughput)
+            };
+            let ratio_of = |peer: System| {
+                let ratios: Vec<f64> = (0..cfg.rounds)
+                    .filter_map(|round| Some(get(primary, round)? / get(peer, round)?))
+                    .collect();
+                Ratio::of(&ratios)
+            };
+            let goal_of = |peer: System| {
+                (clients == 64 && tier == "durable")
+                    .then(|| peer.goal())
+                    .flatten()
+            };
             let mut systems_json = Vec::new();
             for &s in &systems {
                 let mine: Vec<&RunOut> = runs
@@ -325,10 +402,10 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
                     fmt_num(p50),
                     fmt_num(p95),
                     fmt_num(p99),
-                    if s == pair[0] && systems.len() > 1 {
-                        ratio_cell(ratio, goal)
-                    } else {
+                    if s == primary {
                         String::new()
+                    } else {
+                        ratio_cell(ratio_of(s), goal_of(s))
                     },
                 ]);
                 let rounds_json: Vec<Value> = mine
@@ -353,13 +430,23 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
                     "rounds": rounds_json,
                 }));
             }
+            let ratios_json: Vec<Value> = peers
+                .iter()
+                .map(|&peer| {
+                    ratio_json(
+                        &format!("{} / {} events/s", primary.name(), peer.name()),
+                        ratio_of(peer),
+                        goal_of(peer),
+                    )
+                })
+                .collect();
             per_clients.push(json!({
-            "clients": clients,
-            "tier": tier,
-            "open_loop_rate": rate,
-            "systems": systems_json,
-            "ratio_events_per_s": ratio_json(&format!("{} / {} events/s", pair[0].name(), pair[1].name()), ratio, goal),
-        }));
+                "clients": clients,
+                "tier": tier,
+                "open_loop_rate": rate,
+                "systems": systems_json,
+                "ratios_events_per_s": ratios_json,
+            }));
         }
     }
     table.notes = notes.clone();
@@ -367,7 +454,7 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
         name: "s1",
         json: json!({
             "scenario": "s1",
-            "description": "single-event publishes, like durability with like (durable: tributary synchronous=full vs redis appendfsync always; relaxed: synchronous=normal vs everysec); closed loop for events/s, open loop for ack latency from the intended send time",
+            "description": "single-event publishes, like durability with like (durable: tributary synchronous=full vs redis appendfsync always, nats jetstream sync_interval always, postgres one autocommit insert per event with synchronous_commit on; relaxed: synchronous=normal vs redis everysec); closed loop for events/s, open loop for ack latency from the intended send time",
             "phase_s": cfg.phase.as_secs_f64(),
             "payload_bytes": cfg.payload_bytes,
             "notes": notes,
