@@ -258,8 +258,10 @@ async fn tributary_member(
         for d in &deliveries {
             shared.delivered(u64::from(d.attempt));
         }
-        if dying {
-            // Killed: what it holds is never acked, and must come back after ack_wait.
+        // Killed: what it holds is never acked, and must come back after ack_wait. An
+        // empty pull (the others took everything waiting) holds nothing to test with,
+        // so it dies on the next pull that brings something.
+        if dying && !deliveries.is_empty() {
             shared
                 .dropped
                 .fetch_add(deliveries.len() as u64, AtomicOrdering::Relaxed);
@@ -372,7 +374,8 @@ async fn nats_member(
             shared.delivered(attempt);
             got.push(m);
         }
-        if dying {
+        // As for Tributary: it dies holding something.
+        if dying && !got.is_empty() {
             shared
                 .dropped
                 .fetch_add(got.len() as u64, AtomicOrdering::Relaxed);
