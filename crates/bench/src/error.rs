@@ -72,6 +72,9 @@ pub enum BenchError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The raw SQLite baseline could not be given Tributary's schema.
+    #[error("sqlite baseline: creating the schema")]
+    Schema(#[source] tributary_core::LogError),
     /// A run did not finish in its time bound.
     #[error("{what} did not finish within {secs} s")]
     Timeout {

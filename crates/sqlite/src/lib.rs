@@ -65,6 +65,14 @@ use crate::writer::{AppendRequest, Command, Counters, Writer, WriterQueue};
 /// fill big groups, bounded so that a stalled disk pushes back on producers.
 const QUEUE_DEPTH: usize = 4096;
 
+/// Brings `conn`'s database to this build's schema: the tables and indexes the log
+/// writes to. For the benchmark's raw-SQLite baseline, so that it inserts into exactly
+/// what an append does, whatever the schema becomes.
+#[doc(hidden)]
+pub fn create_schema(conn: &mut rusqlite::Connection) -> Result<(), LogError> {
+    migrate::migrate(conn)
+}
+
 /// A [`Log`] stored in a SQLite database file (WAL mode).
 pub struct SqliteLog {
     /// Shared with the group stores; emptied by `close`.

@@ -21,33 +21,6 @@ const TOPIC: &str = "bench.s2";
 /// The goal: at least 0.7× raw rusqlite.
 const GOAL: Goal = Goal::AtLeast(0.7);
 
-/// Tributary's events and topics tables and indexes as of schema 1
-/// (crates/sqlite/src/migrate.rs): the tables an append writes to.
-const SCHEMA: &str = "
-    CREATE TABLE events (
-        position   INTEGER PRIMARY KEY,
-        topic      TEXT    NOT NULL,
-        seq        INTEGER NOT NULL,
-        name       TEXT    NOT NULL,
-        args       TEXT    NOT NULL,
-        id         TEXT    NOT NULL UNIQUE,
-        client_id  TEXT,
-        session_id TEXT,
-        timestamp  INTEGER NOT NULL,
-        UNIQUE (topic, seq)
-    ) STRICT;
-    CREATE INDEX events_topic      ON events (topic, position);
-    CREATE INDEX events_name       ON events (name, position);
-    CREATE INDEX events_client_id  ON events (client_id, position);
-    CREATE INDEX events_session_id ON events (session_id, position);
-    CREATE INDEX events_timestamp  ON events (timestamp);
-    CREATE TABLE topics (
-        name          TEXT    PRIMARY KEY,
-        head_seq      INTEGER NOT NULL,
-        event_count   INTEGER NOT NULL,
-        last_position INTEGER NOT NULL
-    ) STRICT, WITHOUT ROWID;";
-
 /// Raw rusqlite: batches of `batch` for `phase`, one IMMEDIATE transaction each (read the
 /// last position and the topic head, insert the events with fresh UUIDv7 ids, upsert the
 /// topic), as Tributary's writer does for one request. Returns events/s, events inserted, and the rows counted after.
@@ -65,8 +38,8 @@ fn rusqlite_baseline(
     assert!(mode.eq_ignore_ascii_case("wal"), "the temp dir refuses WAL");
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(sq("synchronous"))?;
-    conn.execute_batch(SCHEMA)
-        .map_err(sq("creating the schema"))?;
+    // Tributary's own schema, so the baseline writes to the same tables and indexes.
+    tributary_sqlite::create_schema(&mut conn).map_err(BenchError::Schema)?;
     let start = Instant::now();
     let end = start + phase;
     let mut seq = 0u64;
