@@ -70,6 +70,57 @@ pub struct Percentiles {
     pub max_ms: f64,
 }
 
+/// What interleaved rounds gave: each system's result of each round, kept in the order
+/// they ran. Every scenario compares systems the same way (per-round ratios, medians of
+/// one system's rounds), so that lives here once.
+pub struct Rounds<S, T> {
+    runs: Vec<(S, usize, T)>,
+}
+
+impl<S: Copy + PartialEq, T> Rounds<S, T> {
+    pub fn new() -> Self {
+        Rounds { runs: Vec::new() }
+    }
+
+    pub fn push(&mut self, system: S, round: usize, out: T) {
+        self.runs.push((system, round, out));
+    }
+
+    /// Every result of `system`, in round order.
+    pub fn of(&self, system: S) -> Vec<&T> {
+        self.runs
+            .iter()
+            .filter(|(s, _, _)| *s == system)
+            .map(|(_, _, o)| o)
+            .collect()
+    }
+
+    /// The median of `f` over `system`'s rounds.
+    pub fn median_of(&self, system: S, f: impl Fn(&T) -> f64) -> f64 {
+        median(&self.of(system).into_iter().map(f).collect::<Vec<_>>())
+    }
+
+    /// `f(a) / f(b)` in each of `rounds` rounds where both ran, as a [`Ratio`].
+    pub fn ratio(&self, a: S, b: S, rounds: usize, f: impl Fn(&T) -> f64) -> Option<Ratio> {
+        let get = |s: S, round: usize| {
+            self.runs
+                .iter()
+                .find(|(x, r, _)| *x == s && *r == round)
+                .map(|(_, _, o)| f(o))
+        };
+        let ratios: Vec<f64> = (0..rounds)
+            .filter_map(|round| Some(get(a, round)? / get(b, round)?))
+            .collect();
+        Ratio::of(&ratios)
+    }
+}
+
+impl<S: Copy + PartialEq, T> Default for Rounds<S, T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A ratio over rounds: the median and the spread.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Ratio {
@@ -114,6 +165,24 @@ pub fn median(values: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_pair_each_round_and_skip_rounds_one_side_lacks() {
+        let mut r: Rounds<&str, f64> = Rounds::new();
+        for (round, a, b) in [(0, 10.0, 5.0), (1, 30.0, 10.0), (2, 8.0, 4.0)] {
+            r.push("a", round, a);
+            r.push("b", round, b);
+        }
+        r.push("a", 3, 100.0);
+        let ratio = r.ratio("a", "b", 4, |x| *x).unwrap();
+        assert_eq!(
+            (ratio.median, ratio.min, ratio.max, ratio.rounds),
+            (2.0, 2.0, 3.0, 3)
+        );
+        assert_eq!(r.of("b"), [&5.0, &10.0, &4.0]);
+        assert_eq!(r.median_of("b", |x| *x), 5.0);
+        assert!(r.ratio("a", "c", 4, |x| *x).is_none());
+    }
 
     #[test]
     fn ratio_median_of_odd_and_even_counts() {

@@ -29,7 +29,7 @@ use crate::procs::{
     start_tributary_with,
 };
 use crate::report::{Goal, ScenarioReport, Table, fmt_num, ratio_cell, ratio_json};
-use crate::stats::{Percentiles, Ratio, median};
+use crate::stats::{Percentiles, Rounds};
 use crate::{BenchError, Config};
 
 const TOPIC: &str = "bench.s1";
@@ -348,7 +348,7 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
                     (slowest * 0.5).max(1.0)
                 }
             };
-            let mut runs: Vec<(System, usize, RunOut)> = Vec::new();
+            let mut runs: Rounds<System, RunOut> = Rounds::new();
             for round in 0..cfg.rounds {
                 for &s in &systems {
                     let out = one_run(cfg, s, clients, rate, clock).await?;
@@ -358,20 +358,11 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
                             s.name()
                         ));
                     }
-                    runs.push((s, round, out));
+                    runs.push(s, round, out);
                 }
             }
-            let get = |s: System, round: usize| {
-                runs.iter()
-                    .find(|(x, r, _)| *x == s && *r == round)
-                    .map(|(_, _, o)| o.throughput)
-            };
-            let ratio_of = |peer: System| {
-                let ratios: Vec<f64> = (0..cfg.rounds)
-                    .filter_map(|round| Some(get(primary, round)? / get(peer, round)?))
-                    .collect();
-                Ratio::of(&ratios)
-            };
+            let ratio_of =
+                |peer: System| runs.ratio(primary, peer, cfg.rounds, |o: &RunOut| o.throughput);
             let goal_of = |peer: System| {
                 (clients == 64 && tier == "durable")
                     .then(|| peer.goal())
@@ -379,14 +370,7 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
             };
             let mut systems_json = Vec::new();
             for &s in &systems {
-                let mine: Vec<&RunOut> = runs
-                    .iter()
-                    .filter(|(x, _, _)| *x == s)
-                    .map(|(_, _, o)| o)
-                    .collect();
-                let med = |f: &dyn Fn(&RunOut) -> f64| {
-                    median(&mine.iter().map(|o| f(o)).collect::<Vec<_>>())
-                };
+                let med = |f: &dyn Fn(&RunOut) -> f64| runs.median_of(s, f);
                 let (eps, p50, p95, p99) = (
                     med(&|o| o.throughput),
                     med(&|o| o.ack.p50_ms),
@@ -408,7 +392,8 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
                         ratio_cell(ratio_of(s), goal_of(s))
                     },
                 ]);
-                let rounds_json: Vec<Value> = mine
+                let rounds_json: Vec<Value> = runs
+                    .of(s)
                     .iter()
                     .map(|o| {
                         json!({

@@ -16,7 +16,7 @@ use super::{data_dir, publish_phase, tributary_sinks};
 use crate::load::{Clock, Received, Sink, padding, sse_subscriber};
 use crate::procs::{Server, start_naive, start_tributary};
 use crate::report::{Goal, ScenarioReport, Table, fmt_num, ratio_cell, ratio_json};
-use crate::stats::{Latency, Percentiles, Ratio, median};
+use crate::stats::{Latency, Percentiles, Rounds};
 use crate::{BenchError, Config};
 
 const TOPIC: &str = "bench.s3";
@@ -180,7 +180,7 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
     let mut failures = Vec::new();
     let mut settings = Vec::new();
     for &(subscribers, rate) in &cfg.s3_settings {
-        let mut runs: Vec<(System, usize, RunOut)> = Vec::new();
+        let mut runs: Rounds<System, RunOut> = Rounds::new();
         for round in 0..cfg.rounds {
             for &s in &systems {
                 let out = one_run(cfg, s, subscribers, rate, clock).await?;
@@ -190,30 +190,16 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
                         s.name()
                     ));
                 }
-                runs.push((s, round, out));
+                runs.push(s, round, out);
             }
         }
-        let ratios: Vec<f64> = (0..cfg.rounds)
-            .filter_map(|round| {
-                let get = |s| {
-                    runs.iter()
-                        .find(|(x, r, _)| *x == s && *r == round)
-                        .map(|(_, _, o)| o.latency.p95_ms)
-                };
-                Some(get(System::Tributary)? / get(System::Naive)?)
-            })
-            .collect();
-        let ratio = Ratio::of(&ratios);
+        let ratio = runs.ratio(System::Tributary, System::Naive, cfg.rounds, |o| {
+            o.latency.p95_ms
+        });
         let goal = (subscribers == 1000).then_some(GOAL);
         let mut systems_json = Vec::new();
         for &s in &systems {
-            let mine: Vec<&RunOut> = runs
-                .iter()
-                .filter(|(x, _, _)| *x == s)
-                .map(|(_, _, o)| o)
-                .collect();
-            let med =
-                |f: &dyn Fn(&RunOut) -> f64| median(&mine.iter().map(|o| f(o)).collect::<Vec<_>>());
+            let med = |f: &dyn Fn(&RunOut) -> f64| runs.median_of(s, f);
             let (p50, p95, p99, max) = (
                 med(&|o| o.latency.p50_ms),
                 med(&|o| o.latency.p95_ms),
@@ -234,7 +220,8 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
                     String::new()
                 },
             ]);
-            let rounds_json: Vec<Value> = mine
+            let rounds_json: Vec<Value> = runs
+                .of(s)
                 .iter()
                 .map(|o| json!({ "latency": o.latency, "published": o.published, "deliveries": o.deliveries, "problem": o.problem }))
                 .collect();

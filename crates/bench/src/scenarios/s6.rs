@@ -26,7 +26,7 @@ use crate::load::{Clock, mark_of_event_json, padding};
 use crate::peers::{nats_context, nats_create_stream};
 use crate::procs::{Server, start_nats, start_tributary};
 use crate::report::{Goal, ScenarioReport, Table, fmt_num, ratio_cell, ratio_json};
-use crate::stats::{Ratio, median};
+use crate::stats::{Rounds, median};
 use crate::{BenchError, Config};
 
 const TOPIC: &str = "bench.s6";
@@ -628,7 +628,7 @@ pub async fn run(cfg: &Config, _clock: Clock) -> Result<ScenarioReport, BenchErr
     let mut failures = Vec::new();
     let mut results = Vec::new();
     for setting in settings {
-        let mut runs: Vec<(System, usize, RunOut)> = Vec::new();
+        let mut runs: Rounds<System, RunOut> = Rounds::new();
         for round in 0..rounds {
             for &s in &systems {
                 let out = one_run(cfg, s, setting).await?;
@@ -641,25 +641,13 @@ pub async fn run(cfg: &Config, _clock: Clock) -> Result<ScenarioReport, BenchErr
                         setting.kill
                     ));
                 }
-                runs.push((s, round, out));
+                runs.push(s, round, out);
             }
         }
-        let get = |s: System, round: usize| {
-            runs.iter()
-                .find(|(x, r, _)| *x == s && *r == round)
-                .map(|(_, _, o)| o.events_per_s)
-        };
-        let ratios: Vec<f64> = (0..rounds)
-            .filter_map(|r| Some(get(System::Tributary, r)? / get(System::Nats, r)?))
-            .collect();
-        let ratio = Ratio::of(&ratios);
+        let ratio = runs.ratio(System::Tributary, System::Nats, rounds, |o| o.events_per_s);
         let mut systems_json = Vec::new();
         for &s in &systems {
-            let mine: Vec<&RunOut> = runs
-                .iter()
-                .filter(|(x, _, _)| *x == s)
-                .map(|(_, _, o)| o)
-                .collect();
+            let mine = runs.of(s);
             let eps = median(&mine.iter().map(|o| o.events_per_s).collect::<Vec<_>>());
             let redeliveries = median(
                 &mine
