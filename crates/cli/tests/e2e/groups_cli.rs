@@ -2,66 +2,13 @@
 //! `show`, `list`, `dlq`, `replay`, `discard` and `delete`, and `consume` with and
 //! without `--exec`, against the real binary.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::harness::{Server, command};
-
-/// What one `tributary …` run printed.
-struct Run {
-    ok: bool,
-    lines: Vec<Value>,
-    stderr: String,
-}
-
-fn spawn(args: &[&str], stdin: Option<&str>) -> Child {
-    let mut child = command()
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(input.as_bytes()).unwrap();
-    }
-    child
-}
-
-/// Waits for a child; kills it (by its PID) and fails if it takes longer than `limit`.
-fn finish(child: Child, limit: Duration) -> Run {
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out: Output = match rx.recv_timeout(limit) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("tributary {pid} did not finish within {limit:?}");
-        }
-    };
-    let lines = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("a JSON line: {l:?}")))
-        .collect();
-    Run {
-        ok: out.status.success(),
-        lines,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use super::harness::{Run, Server, finish, spawn_cli as spawn};
 
 fn run(args: &[&str]) -> Run {
     finish(spawn(args, None), Duration::from_secs(60))

@@ -3,9 +3,9 @@
 //! Every server binds 127.0.0.1, is ended by its own PID, and is killed when its handle
 //! drops, so a failing test leaves nothing running.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,59 @@ pub fn command() -> Command {
     }
     cmd.env("RUST_LOG", "warn");
     cmd
+}
+
+/// What one `tributary …` run printed: its exit, stdout as JSON lines, stderr.
+pub struct Run {
+    pub ok: bool,
+    pub lines: Vec<Value>,
+    pub stderr: String,
+}
+
+/// Starts `tributary ARGS`, writing `stdin` to it if given (and closing it).
+pub fn spawn_cli(args: &[&str], stdin: Option<&str>) -> Child {
+    let mut child = command()
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    child
+}
+
+/// Waits for a CLI run; kills it (by its PID) and fails if it takes longer than `limit`.
+pub fn finish(child: Child, limit: Duration) -> Run {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out: Output = match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("tributary {pid} did not finish within {limit:?}");
+        }
+    };
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("a JSON line: {l:?}")))
+        .collect();
+    Run {
+        ok: out.status.success(),
+        lines,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 pub struct Server {

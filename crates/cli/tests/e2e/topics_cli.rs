@@ -4,62 +4,16 @@
 //! deletes its settings, and reads with cursors that retention overtook: `tail` warns on
 //! stderr and goes on, `history` fails with the cursor to read on with.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::harness::{Server, command};
+use super::harness::{Run, Server, finish, spawn_cli};
 
 const TOPIC: &str = "e2e.capped";
 
-/// What one `tributary …` run printed.
-struct Run {
-    ok: bool,
-    lines: Vec<Value>,
-    stderr: String,
-}
-
 fn run(args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = command()
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(input.as_bytes()).unwrap();
-    }
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let limit = Duration::from_secs(30);
-    let out: Output = match rx.recv_timeout(limit) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("tributary {args:?} (pid {pid}) did not finish within {limit:?}");
-        }
-    };
-    let lines = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("a JSON line: {l:?}")))
-        .collect();
-    Run {
-        ok: out.status.success(),
-        lines,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    finish(spawn_cli(args, stdin), Duration::from_secs(30))
 }
 
 /// A run that must succeed and print exactly one JSON line.
