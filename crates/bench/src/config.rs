@@ -58,6 +58,10 @@ pub struct Config {
     pub payload_bytes: usize,
     /// Make the naive server skip every n-th publish (to test that a gap fails the run).
     pub naive_drop_every: Option<u64>,
+    /// S7: idle connections, one measurement per count.
+    pub s7_connections: Vec<usize>,
+    /// S7: events in the burst every connection receives.
+    pub s7_burst: usize,
 }
 
 impl Config {
@@ -89,6 +93,8 @@ impl Config {
             s6_ack_wait: Duration::from_secs(2),
             payload_bytes: 100,
             naive_drop_every: None,
+            s7_connections: vec![50],
+            s7_burst: 20,
         }
     }
 
@@ -106,6 +112,8 @@ impl Config {
             s8_rate: 200.0,
             s8_phase: Duration::from_secs(8),
             s6_events: 50_000,
+            s7_connections: vec![1000, 10_000],
+            s7_burst: 100,
             ..Config::quick(tributary_bin, self_bin, out)
         }
     }

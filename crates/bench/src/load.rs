@@ -2,6 +2,8 @@
 //! driver, the seq checker, and a raw SSE subscriber.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -352,8 +354,10 @@ pub struct Received {
 
 /// Follows one raw SSE stream (`url`) without the client crate's resume logic, so
 /// Tributary and the naive server are read the same way. Says `ready` once the server
-/// marks the stream live (`caught-up` or `ready`), and stops once `expected` (set when
-/// publishing is over) events have arrived, or at `deadline`.
+/// marks the stream live (`caught-up` or `ready`), adds each event to `progress` (a
+/// count shared by many subscribers, for a scenario that waits on deliveries while the
+/// streams stay open), and stops once `expected` (set when publishing is over) events
+/// have arrived, or at `deadline`.
 pub async fn sse_subscriber(
     http: reqwest::Client,
     url: String,
@@ -361,6 +365,7 @@ pub async fn sse_subscriber(
     ready: mpsc::Sender<()>,
     mut expected: watch::Receiver<Option<u64>>,
     deadline: Instant,
+    progress: Option<Arc<AtomicU64>>,
 ) -> Received {
     let mut out = Received::default();
     let response = match http
@@ -407,6 +412,9 @@ pub async fn sse_subscriber(
                             if let Some(mark) = mark_of_event_json(&event.data) {
                                 out.latency.record_us(now.saturating_sub(mark.sent_us));
                                 out.check.observe(mark);
+                                if let Some(p) = &progress {
+                                    p.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
                         }
                         _ => {}

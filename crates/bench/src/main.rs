@@ -24,7 +24,7 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run, comma-separated
-    #[arg(long, value_delimiter = ',', default_value = "s2,s1,s3,s6,s8")]
+    #[arg(long, value_delimiter = ',', default_value = "s2,s1,s3,s6,s7,s8")]
     scenarios: Vec<String>,
     /// Interleaved rounds per comparison [default: 2 quick, 5 full]
     #[arg(long)]
@@ -89,6 +89,12 @@ struct Cli {
     /// S8 seconds of publishing (the kill comes halfway)
     #[arg(long)]
     s8_secs: Option<u64>,
+    /// S7 idle connection counts, comma-separated
+    #[arg(long, value_delimiter = ',')]
+    s7_connections: Option<Vec<usize>>,
+    /// S7 events in the burst after the idle reading
+    #[arg(long)]
+    s7_burst: Option<usize>,
     /// Break the naive server on purpose (skip every n-th publish), to check that a gap
     /// fails the run
     #[arg(long, hide = true)]
@@ -236,6 +242,12 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(s) = cli.s8_secs {
         cfg.s8_phase = Duration::from_secs(s);
     }
+    if let Some(c) = &cli.s7_connections {
+        cfg.s7_connections = c.clone();
+    }
+    if let Some(b) = cli.s7_burst {
+        cfg.s7_burst = b.max(1);
+    }
     Ok(cfg)
 }
 
@@ -271,8 +283,9 @@ async fn run(cli: &Cli, cfg: Config) -> anyhow::Result<bool> {
             "s2" => scenarios::s2::run(&cfg, clock).await,
             "s3" => scenarios::s3::run(&cfg, clock).await,
             "s6" => scenarios::s6::run(&cfg, clock).await,
+            "s7" => scenarios::s7::run(&cfg, clock).await,
             "s8" => scenarios::s8::run(&cfg, clock).await,
-            other => bail!("unknown scenario {other:?} (s1, s2, s3, s6, s8)"),
+            other => bail!("unknown scenario {other:?} (s1, s2, s3, s6, s7, s8)"),
         }
         .with_context(|| format!("scenario {name}"))?;
         let mut report = report;

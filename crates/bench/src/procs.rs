@@ -46,6 +46,12 @@ impl Server {
         self.scratch.path()
     }
 
+    /// What its process holds and has used so far, from `/proc/PID`; `None` once it is
+    /// gone (or where there is no `/proc`).
+    pub fn usage(&self) -> Option<ProcUsage> {
+        proc_usage(self.pid()?)
+    }
+
     /// `kill -9` and wait for the process to be gone.
     pub async fn kill9(mut self) {
         let _ = self.child.start_kill();
@@ -68,6 +74,54 @@ impl Drop for Server {
         // SIGKILL by PID; tokio reaps the process in the background.
         let _ = self.child.start_kill();
     }
+}
+
+/// A process's memory and CPU at one moment.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProcUsage {
+    /// Resident set size (`VmRSS`), in bytes.
+    pub rss_bytes: u64,
+    /// CPU time, user plus system, in seconds since it started.
+    pub cpu_s: f64,
+}
+
+/// Reads [`ProcUsage`] of process `pid`.
+pub fn proc_usage(pid: u32) -> Option<ProcUsage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its closing
+    // parenthesis start at field 3, so utime and stime (14, 15) are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ProcUsage {
+        rss_bytes: rss_kib * 1024,
+        cpu_s: ticks as f64 / clock_ticks_per_second(),
+    })
+}
+
+/// `getconf CLK_TCK`, the unit of `/proc/PID/stat`'s CPU times: 100 on every Linux this
+/// runs on, asked once anyway.
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|t| *t > 0.0)
+            .unwrap_or(100.0)
+    })
 }
 
 /// A command that runs `program`, under `taskset -c 0` when pinning.
@@ -551,4 +605,30 @@ pub async fn postgres_connection(server: &Server) -> Result<tokio_postgres::Clie
         let _ = connection.await;
     });
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_of_this_process_grows_with_what_it_does() {
+        let before = proc_usage(std::process::id()).expect("/proc is readable");
+        // Touch 64 MiB and burn some CPU, so both figures must move.
+        let block = vec![1u8; 64 << 20];
+        let mut x = 0u64;
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            x = x.wrapping_add(block[x as usize % block.len()] as u64);
+        }
+        let after = proc_usage(std::process::id()).expect("/proc is readable");
+        assert!(x > 0);
+        assert!(
+            after.rss_bytes >= before.rss_bytes + (48 << 20),
+            "{before:?} -> {after:?}"
+        );
+        assert!(after.cpu_s >= before.cpu_s + 0.1, "{before:?} -> {after:?}");
+        drop(block);
+        assert!(proc_usage(u32::MAX).is_none());
+    }
 }

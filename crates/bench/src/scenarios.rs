@@ -16,6 +16,7 @@ pub mod s1;
 pub mod s2;
 pub mod s3;
 pub mod s6;
+pub mod s7;
 pub mod s8;
 
 /// Many publishers, one phase.

@@ -87,6 +87,7 @@ async fn one_run(
             ready_tx.clone(),
             expected_rx.clone(),
             deadline,
+            None,
         )));
         // Connect in steps so the accept queue is never the thing measured.
         if i % 100 == 99 {
