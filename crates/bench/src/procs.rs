@@ -297,6 +297,9 @@ pub async fn start_redis(
         .arg(scratch.path())
         .args(["--appendonly", "yes", "--save", "", "--daemonize", "no"])
         .args(["--protected-mode", "yes", "--logfile", ""])
+        // Room for S7's 10k subscribers and the publisher (the default is 10000); Redis
+        // lowers it by itself where the file limit is lower.
+        .args(["--maxclients", "16384"])
         .arg("--appendfsync")
         .arg(match fsync {
             RedisFsync::Always => "always",

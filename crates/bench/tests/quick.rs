@@ -77,7 +77,7 @@ fn quick_run_loses_nothing_and_writes_every_result() {
         started.elapsed()
     );
 
-    for name in ["s1", "s2", "s3", "s6", "s8"] {
+    for name in ["s1", "s2", "s3", "s6", "s7", "s8"] {
         let json = read(out.path(), name);
         assert_eq!(json["failures"], Value::Array(vec![]), "{name}: {json}");
         assert_eq!(json["quick"], true, "{name}");
@@ -143,6 +143,18 @@ fn quick_run_loses_nothing_and_writes_every_result() {
             positive(&system["median_p95_ms"], "s3 p95");
         }
         positive(&setting["ratio_p95"]["median"], "s3 ratio");
+    }
+
+    let s7 = read(out.path(), "s7");
+    for setting in s7["results"].as_array().expect("s7 results") {
+        for system in setting["systems"].as_array().expect("s7 systems") {
+            // The connections cost something, and nothing absurd (a reading of the wrong
+            // process, or of a unit off by 1000, would be one or the other).
+            let kb = system["median_idle_kb_per_connection"]
+                .as_f64()
+                .expect("s7 idle KB");
+            assert!((0.5..500.0).contains(&kb), "s7 idle KB per connection: {system}");
+        }
     }
 
     let s8 = read(out.path(), "s8");

@@ -34,8 +34,14 @@ const GOAL_KB: Goal = Goal::AtMost(8.0);
 const CONNECT_BOUND: Duration = Duration::from_secs(90);
 const BURST_BOUND: Duration = Duration::from_secs(60);
 /// A pause before each reading, so that work just finished (accepts, a burst's writes)
-/// has settled into what the server keeps.
-const SETTLE: Duration = Duration::from_secs(1);
+/// has settled into what the server keeps; shorter in `--quick`.
+fn settle(cfg: &Config) -> Duration {
+    if cfg.quick {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(1)
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum System {
@@ -79,9 +85,9 @@ impl RunOut {
     }
 }
 
-/// The server's RSS after [`SETTLE`].
-async fn settled_rss(server: &Server) -> Result<u64, BenchError> {
-    tokio::time::sleep(SETTLE).await;
+/// The server's RSS after [`settle`].
+async fn settled_rss(cfg: &Config, server: &Server) -> Result<u64, BenchError> {
+    tokio::time::sleep(settle(cfg)).await;
     server
         .usage()
         .map(|u| u.rss_bytes)
@@ -122,7 +128,7 @@ async fn one_run(
     // One event no subscriber will see (they start after it), so that what a first
     // write sets up (the log's writer, caches) is in the first reading.
     sink.send(1, 0, 1, clock.now_us(), &pad).await?;
-    let before = settled_rss(&server).await?;
+    let before = settled_rss(cfg, &server).await?;
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -139,7 +145,7 @@ async fn one_run(
     let (ready_tx, mut ready_rx) = mpsc::channel(connections.max(1));
     let (expected_tx, expected_rx) = watch::channel(None);
     let progress = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + CONNECT_BOUND + BURST_BOUND + SETTLE * 4;
+    let deadline = Instant::now() + CONNECT_BOUND + BURST_BOUND + settle(cfg) * 4;
     let mut tasks = Vec::with_capacity(connections);
     for i in 0..connections {
         let task = match system {
@@ -182,7 +188,7 @@ async fn one_run(
             }
         }
     }
-    let idle = settled_rss(&server).await?;
+    let idle = settled_rss(cfg, &server).await?;
 
     let burst = cfg.s7_burst.max(1);
     sink.send(0, 0, burst, clock.now_us(), &pad).await?;
@@ -191,7 +197,7 @@ async fn one_run(
     while progress.load(Ordering::Relaxed) < want && Instant::now() < burst_by {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let after_burst = settled_rss(&server).await?;
+    let after_burst = settled_rss(cfg, &server).await?;
 
     let _ = expected_tx.send(Some(burst as u64));
     let sent = std::collections::HashMap::from([(0u32, burst as u64)]);
