@@ -62,6 +62,20 @@ pub struct Config {
     pub s7_connections: Vec<usize>,
     /// S7: events in the burst every connection receives.
     pub s7_burst: usize,
+    /// S4: subscribers following the topic.
+    pub s4_subscribers: usize,
+    /// S4: concurrent publishers (one durable publisher cannot reach high rates alone).
+    pub s4_publishers: usize,
+    /// S4: the first rate tried, events per second.
+    pub s4_start_rate: f64,
+    /// S4: the rate's factor from one step to the next.
+    pub s4_factor: f64,
+    /// S4: at most this many rising steps.
+    pub s4_max_steps: usize,
+    /// S4: steps that narrow the capacity down after the first failure.
+    pub s4_refine: usize,
+    /// S4: seconds of publishing per step.
+    pub s4_step: Duration,
 }
 
 impl Config {
@@ -95,6 +109,13 @@ impl Config {
             naive_drop_every: None,
             s7_connections: vec![50],
             s7_burst: 20,
+            s4_subscribers: 20,
+            s4_publishers: 2,
+            s4_start_rate: 50.0,
+            s4_factor: 4.0,
+            s4_max_steps: 2,
+            s4_refine: 0,
+            s4_step: Duration::from_millis(500),
         }
     }
 
@@ -114,6 +135,13 @@ impl Config {
             s6_events: 50_000,
             s7_connections: vec![1000, 10_000],
             s7_burst: 100,
+            s4_subscribers: 1000,
+            s4_publishers: 8,
+            s4_start_rate: 20.0,
+            s4_factor: 1.5,
+            s4_max_steps: 14,
+            s4_refine: 2,
+            s4_step: Duration::from_secs(4),
             ..Config::quick(tributary_bin, self_bin, out)
         }
     }

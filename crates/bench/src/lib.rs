@@ -23,6 +23,7 @@
 //! - [`stats`]: latency histograms, percentiles, the median ratio with min–max.
 //! - [`load`]: the clock, event payloads, the open-loop schedule, the seq checker, a
 //!   raw SSE subscriber.
+//! - [`rawhttp`]: the SSE reader's own HTTP/1.1 client (one task per subscriber).
 //! - [`procs`]: starting and stopping servers (Tributary, Redis, NATS, PostgreSQL, the
 //!   naive ceiling).
 //! - [`peers`]: NATS JetStream's and PostgreSQL's data side: stream or table, sinks,
@@ -39,6 +40,7 @@ pub mod load;
 pub mod naive;
 pub mod peers;
 pub mod procs;
+pub mod rawhttp;
 pub mod report;
 pub mod scenarios;
 pub mod stats;

@@ -2,11 +2,11 @@
 //! driver, the seq checker, and a raw SSE subscriber.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
@@ -15,6 +15,7 @@ use tributary_client::sse::SseParser;
 use tributary_core::{Args, NewEvent, Topic};
 
 use crate::BenchError;
+use crate::rawhttp::RawStream;
 use crate::stats::Latency;
 
 /// The harness's own time line. `sent_us` in events counts microseconds from its start;
@@ -352,15 +353,15 @@ pub struct Received {
     pub error: Option<String>,
 }
 
-/// Follows one raw SSE stream (`url`) without the client crate's resume logic, so
-/// Tributary and the naive server are read the same way. Says `ready` once the server
-/// marks the stream live (`caught-up` or `ready`), adds each event to `progress` (a
-/// count shared by many subscribers, for a scenario that waits on deliveries while the
-/// streams stay open), and stops once `expected` (set when publishing is over) events
-/// have arrived, or at `deadline`.
+/// Follows one raw SSE stream (`GET path` on `addr`, through [`RawStream`]) without the
+/// client crate's resume logic, so Tributary and the naive server are read the same way.
+/// Says `ready` once the server marks the stream live (`caught-up` or `ready`), adds
+/// each event to `progress` (a count shared by many subscribers, for a scenario that
+/// waits on deliveries while the streams stay open), and stops once `expected` (set when
+/// publishing is over) events have arrived, or at `deadline`.
 pub async fn sse_subscriber(
-    http: reqwest::Client,
-    url: String,
+    addr: SocketAddr,
+    path: String,
     clock: Clock,
     ready: mpsc::Sender<()>,
     mut expected: watch::Receiver<Option<u64>>,
@@ -368,20 +369,15 @@ pub async fn sse_subscriber(
     progress: Option<Arc<AtomicU64>>,
 ) -> Received {
     let mut out = Received::default();
-    let response = match http
-        .get(&url)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-    {
-        Ok(r) => r,
+    let mut body = match RawStream::open(addr, &path).await {
+        Ok(b) => b,
         Err(e) => {
-            out.error = Some(format!("connecting: {e}"));
+            out.error = Some(e);
             return out;
         }
     };
-    let mut body = response.bytes_stream();
     let mut parser = SseParser::new();
+    let mut chunk = Vec::with_capacity(4096);
     let deadline = tokio::time::Instant::from_std(deadline);
     let mut last_event = tokio::time::Instant::now();
     loop {
@@ -392,13 +388,14 @@ pub async fn sse_subscriber(
             Some(_) => deadline.min(last_event + QUIET),
             None => deadline,
         };
+        chunk.clear();
         tokio::select! {
-            chunk = body.next() => {
-                let chunk = match chunk {
-                    Some(Ok(c)) => c,
-                    Some(Err(e)) => { out.error = Some(format!("reading: {e}")); break; }
-                    None => { out.error = Some("the stream ended".into()); break; }
-                };
+            more = body.read(&mut chunk) => {
+                match more {
+                    Ok(true) => {}
+                    Ok(false) => { out.error = Some("the stream ended".into()); break; }
+                    Err(e) => { out.error = Some(e); break; }
+                }
                 let now = clock.now_us();
                 last_event = tokio::time::Instant::now();
                 let events = match parser.feed(&chunk) {

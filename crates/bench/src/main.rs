@@ -24,7 +24,7 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run, comma-separated
-    #[arg(long, value_delimiter = ',', default_value = "s2,s1,s3,s6,s7,s8")]
+    #[arg(long, value_delimiter = ',', default_value = "s2,s1,s3,s4,s6,s7,s8")]
     scenarios: Vec<String>,
     /// Interleaved rounds per comparison [default: 2 quick, 5 full]
     #[arg(long)]
@@ -89,6 +89,21 @@ struct Cli {
     /// S8 seconds of publishing (the kill comes halfway)
     #[arg(long)]
     s8_secs: Option<u64>,
+    /// S4 subscribers
+    #[arg(long)]
+    s4_subscribers: Option<usize>,
+    /// S4 concurrent publishers
+    #[arg(long)]
+    s4_publishers: Option<usize>,
+    /// S4 first rate tried, events/s
+    #[arg(long)]
+    s4_start_rate: Option<f64>,
+    /// S4 rising steps at most
+    #[arg(long)]
+    s4_max_steps: Option<usize>,
+    /// S4 seconds of publishing per step
+    #[arg(long)]
+    s4_step_secs: Option<f64>,
     /// S7 idle connection counts, comma-separated
     #[arg(long, value_delimiter = ',')]
     s7_connections: Option<Vec<usize>>,
@@ -242,6 +257,21 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(s) = cli.s8_secs {
         cfg.s8_phase = Duration::from_secs(s);
     }
+    if let Some(n) = cli.s4_subscribers {
+        cfg.s4_subscribers = n.max(1);
+    }
+    if let Some(n) = cli.s4_publishers {
+        cfg.s4_publishers = n.max(1);
+    }
+    if let Some(r) = cli.s4_start_rate {
+        cfg.s4_start_rate = r.max(1.0);
+    }
+    if let Some(n) = cli.s4_max_steps {
+        cfg.s4_max_steps = n.max(1);
+    }
+    if let Some(s) = cli.s4_step_secs {
+        cfg.s4_step = Duration::from_secs_f64(s.max(0.1));
+    }
     if let Some(c) = &cli.s7_connections {
         cfg.s7_connections = c.clone();
     }
@@ -282,10 +312,11 @@ async fn run(cli: &Cli, cfg: Config) -> anyhow::Result<bool> {
             "s1" => scenarios::s1::run(&cfg, clock).await,
             "s2" => scenarios::s2::run(&cfg, clock).await,
             "s3" => scenarios::s3::run(&cfg, clock).await,
+            "s4" => scenarios::s4::run(&cfg, clock).await,
             "s6" => scenarios::s6::run(&cfg, clock).await,
             "s7" => scenarios::s7::run(&cfg, clock).await,
             "s8" => scenarios::s8::run(&cfg, clock).await,
-            other => bail!("unknown scenario {other:?} (s1, s2, s3, s6, s7, s8)"),
+            other => bail!("unknown scenario {other:?} (s1, s2, s3, s4, s6, s7, s8)"),
         }
         .with_context(|| format!("scenario {name}"))?;
         let mut report = report;

@@ -12,9 +12,11 @@ use crate::BenchError;
 use crate::load::{Clock, Published, Schedule, SeqCheck, Sink, drive, mark_of_event_json};
 use crate::stats::Latency;
 
+mod fanout;
 pub mod s1;
 pub mod s2;
 pub mod s3;
+pub mod s4;
 pub mod s6;
 pub mod s7;
 pub mod s8;

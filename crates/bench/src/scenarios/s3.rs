@@ -6,158 +6,16 @@
 //! Both are read by the same raw SSE reader, and every subscriber must receive every
 //! event, each once, in order.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
 
-use super::{data_dir, publish_phase, tributary_sinks};
-use crate::load::{Clock, Received, Sink, padding, sse_subscriber};
-use crate::procs::{Server, start_naive, start_tributary};
+use super::fanout::{self, RunOut, Setting, System};
+use crate::load::Clock;
 use crate::report::{Goal, ScenarioReport, Table, fmt_num, ratio_cell, ratio_json};
-use crate::stats::{Latency, Percentiles, Rounds};
+use crate::stats::Rounds;
 use crate::{BenchError, Config};
 
-const TOPIC: &str = "bench.s3";
 /// The goal at 1k subscribers: Tributary's p95 at most the ceiling's.
 const GOAL: Goal = Goal::AtMost(1.0);
-/// How long subscribers may take to connect, and to drain after publishing ends.
-const CONNECT_BOUND: Duration = Duration::from_secs(60);
-const DRAIN_BOUND: Duration = Duration::from_secs(15);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum System {
-    Tributary,
-    Naive,
-}
-
-impl System {
-    fn name(self) -> &'static str {
-        match self {
-            System::Tributary => "tributary",
-            System::Naive => "naive-in-memory-sse",
-        }
-    }
-}
-
-struct RunOut {
-    latency: Percentiles,
-    deliveries: u64,
-    published: u64,
-    problem: Option<String>,
-}
-
-async fn one_run(
-    cfg: &Config,
-    system: System,
-    subscribers: usize,
-    rate: f64,
-    clock: Clock,
-) -> Result<RunOut, BenchError> {
-    let dir = data_dir()?;
-    let server: Server = match system {
-        System::Tributary => start_tributary(cfg, dir.path(), "127.0.0.1:0").await?,
-        System::Naive => start_naive(cfg).await?,
-    };
-    let base = server.base_url();
-    let url = match system {
-        // heartbeat high: comments are not what is measured.
-        System::Tributary => {
-            format!("{base}/api/v1/events/stream?topic={TOPIC}&since=now&heartbeat=60")
-        }
-        System::Naive => format!("{base}/stream"),
-    };
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .map_err(|source| BenchError::Http {
-            context: "building a client",
-            source,
-        })?;
-    let (ready_tx, mut ready_rx) = mpsc::channel(subscribers.max(1));
-    let (expected_tx, expected_rx) = watch::channel(None);
-    let deadline = Instant::now() + CONNECT_BOUND + cfg.s3_phase * 3 + DRAIN_BOUND;
-    let mut tasks = Vec::with_capacity(subscribers);
-    for i in 0..subscribers {
-        tasks.push(tokio::spawn(sse_subscriber(
-            http.clone(),
-            url.clone(),
-            clock,
-            ready_tx.clone(),
-            expected_rx.clone(),
-            deadline,
-            None,
-        )));
-        // Connect in steps so the accept queue is never the thing measured.
-        if i % 100 == 99 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    drop(ready_tx);
-    let connect_by = tokio::time::Instant::now() + CONNECT_BOUND;
-    for got in 0..subscribers {
-        match tokio::time::timeout_at(connect_by, ready_rx.recv()).await {
-            Ok(Some(())) => {}
-            Ok(None) | Err(_) => {
-                return Err(BenchError::NotReady {
-                    what: format!("{} subscribers", system.name()),
-                    reason: format!(
-                        "{got} of {subscribers} live within {} s",
-                        CONNECT_BOUND.as_secs()
-                    ),
-                });
-            }
-        }
-    }
-    let sinks = match system {
-        System::Tributary => tributary_sinks(&base, TOPIC, 1)?,
-        System::Naive => vec![Sink::Naive {
-            http: reqwest::Client::new(),
-            url: format!("{base}/publish"),
-        }],
-    };
-    let pad: Arc<str> = padding(cfg.payload_bytes).into();
-    let run = publish_phase(sinks, 0, 1, Some(rate), cfg.s3_phase, clock, pad).await?;
-    let _ = expected_tx.send(Some(run.events));
-    let mut latency = Latency::default();
-    let mut problems = Vec::new();
-    let mut deliveries = 0;
-    let drain_by = tokio::time::Instant::now() + DRAIN_BOUND;
-    for task in tasks {
-        let received: Received = match tokio::time::timeout_at(drain_by, task).await {
-            Ok(r) => r.expect("a subscriber task panicked"),
-            Err(_) => {
-                return Err(BenchError::Timeout {
-                    what: format!("{} subscribers draining", system.name()),
-                    secs: DRAIN_BOUND.as_secs(),
-                });
-            }
-        };
-        latency.merge(&received.latency);
-        deliveries += received.check.count;
-        if let Some(p) = received.check.problem(&run.sent) {
-            problems.push(match &received.error {
-                Some(e) => format!("{p} ({e})"),
-                None => p,
-            });
-        }
-    }
-    drop(server);
-    let problem = (!problems.is_empty()).then(|| {
-        format!(
-            "{} of {subscribers} subscribers wrong, first: {}",
-            problems.len(),
-            problems[0]
-        )
-    });
-    Ok(RunOut {
-        latency: latency.summary(),
-        deliveries,
-        published: run.events,
-        problem,
-    })
-}
 
 /// Runs S3.
 pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchError> {
@@ -184,7 +42,13 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
         let mut runs: Rounds<System, RunOut> = Rounds::new();
         for round in 0..cfg.rounds {
             for &s in &systems {
-                let out = one_run(cfg, s, subscribers, rate, clock).await?;
+                let setting = Setting {
+                    subscribers,
+                    publishers: 1,
+                    rate,
+                    phase: cfg.s3_phase,
+                };
+                let out = fanout::run(cfg, s, setting, clock).await?;
                 if let Some(p) = &out.problem {
                     failures.push(format!(
                         "s3 {} subscribers={subscribers} round={round}: {p}",

@@ -130,16 +130,9 @@ async fn one_run(
     sink.send(1, 0, 1, clock.now_us(), &pad).await?;
     let before = settled_rss(cfg, &server).await?;
 
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .map_err(|source| BenchError::Http {
-            context: "building a client",
-            source,
-        })?;
-    let url = match system {
-        System::Tributary => format!("{base}/api/v1/events/stream?topic={TOPIC}&since=now"),
-        System::Naive => format!("{base}/stream"),
+    let path = match system {
+        System::Tributary => format!("/api/v1/events/stream?topic={TOPIC}&since=now"),
+        System::Naive => "/stream".to_owned(),
         System::Redis => String::new(),
     };
     let (ready_tx, mut ready_rx) = mpsc::channel(connections.max(1));
@@ -157,8 +150,8 @@ async fn one_run(
                 Arc::clone(&progress),
             )),
             _ => tokio::spawn(sse_subscriber(
-                http.clone(),
-                url.clone(),
+                server.addr,
+                path.clone(),
                 clock,
                 ready_tx.clone(),
                 expected_rx.clone(),
