@@ -58,6 +58,16 @@ pub struct Config {
     pub payload_bytes: usize,
     /// Make the naive server skip every n-th publish (to test that a gap fails the run).
     pub naive_drop_every: Option<u64>,
+    /// S5: events preloaded for the catch-up readers.
+    pub s5_events: u64,
+    /// S5: SSE subscribers following the live topic.
+    pub s5_live_subscribers: usize,
+    /// S5: SSE readers catching up from random positions during the "with" phase.
+    pub s5_catchup_readers: usize,
+    /// S5: events per second of the live publisher.
+    pub s5_rate: f64,
+    /// S5: seconds of live publishing per phase.
+    pub s5_phase: Duration,
 }
 
 impl Config {
@@ -89,6 +99,11 @@ impl Config {
             s6_ack_wait: Duration::from_secs(2),
             payload_bytes: 100,
             naive_drop_every: None,
+            s5_events: 5000,
+            s5_live_subscribers: 5,
+            s5_catchup_readers: 5,
+            s5_rate: 20.0,
+            s5_phase: Duration::from_secs(1),
         }
     }
 
@@ -106,6 +121,10 @@ impl Config {
             s8_rate: 200.0,
             s8_phase: Duration::from_secs(8),
             s6_events: 50_000,
+            s5_events: 1_000_000,
+            s5_live_subscribers: 100,
+            s5_catchup_readers: 100,
+            s5_phase: Duration::from_secs(10),
             ..Config::quick(tributary_bin, self_bin, out)
         }
     }

@@ -18,6 +18,7 @@ use crate::stats::Latency;
 pub mod s1;
 pub mod s2;
 pub mod s3;
+pub mod s5;
 pub mod s6;
 pub mod s8;
 
