@@ -485,6 +485,8 @@ struct LiveOut {
     latency: Percentiles,
     deliveries: u64,
     published: u64,
+    /// Intended live sends never made: the publisher's acks came too late to keep up.
+    behind: u64,
     catchup_events: u64,
     catchup_events_per_s: f64,
     completed_reads: u64,
@@ -612,6 +614,7 @@ async fn live_phase(
         latency: latency.summary(),
         deliveries,
         published: run.events,
+        behind: run.behind,
         catchup_events: catchup.events,
         catchup_events_per_s: catchup.events as f64 / catchup_secs,
         completed_reads: catchup.completed_reads,
@@ -808,6 +811,7 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
                 json!({
                     "latency": o.latency,
                     "published": o.published,
+                    "publisher_behind": o.behind,
                     "deliveries": o.deliveries,
                     "catchup_events": o.catchup_events,
                     "catchup_events_per_s": o.catchup_events_per_s,
@@ -825,6 +829,15 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
             "median_catchup_events_per_s": catchup,
             "rounds": rounds_json,
         }));
+    }
+    for &p in &phases {
+        let behind: u64 = live.of(p).iter().map(|o| o.behind).sum();
+        if behind > 0 {
+            notes.push(format!(
+                "{}: the live publisher fell behind its schedule ({behind} intended sends never made over the rounds): publishes were acked late, which the latencies include",
+                p.name()
+            ));
+        }
     }
     table.notes = notes.clone();
     Ok(ScenarioReport {
