@@ -76,6 +76,16 @@ pub struct Config {
     pub s4_refine: usize,
     /// S4: seconds of publishing per step.
     pub s4_step: Duration,
+    /// S5: events preloaded for the catch-up readers.
+    pub s5_events: u64,
+    /// S5: SSE subscribers following the live topic.
+    pub s5_live_subscribers: usize,
+    /// S5: SSE readers catching up from random positions during the "with" phase.
+    pub s5_catchup_readers: usize,
+    /// S5: events per second of the live publisher.
+    pub s5_rate: f64,
+    /// S5: seconds of live publishing per phase.
+    pub s5_phase: Duration,
 }
 
 impl Config {
@@ -116,6 +126,11 @@ impl Config {
             s4_max_steps: 2,
             s4_refine: 0,
             s4_step: Duration::from_millis(500),
+            s5_events: 5000,
+            s5_live_subscribers: 5,
+            s5_catchup_readers: 5,
+            s5_rate: 20.0,
+            s5_phase: Duration::from_secs(1),
         }
     }
 
@@ -142,6 +157,10 @@ impl Config {
             s4_max_steps: 14,
             s4_refine: 2,
             s4_step: Duration::from_secs(4),
+            s5_events: 1_000_000,
+            s5_live_subscribers: 100,
+            s5_catchup_readers: 100,
+            s5_phase: Duration::from_secs(10),
             ..Config::quick(tributary_bin, self_bin, out)
         }
     }

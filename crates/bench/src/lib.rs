@@ -31,8 +31,9 @@
 //! - [`naive`]: the naive in-memory SSE server (a broadcast channel, no storage).
 //! - [`report`]: the JSON result file per scenario and the human table.
 //! - [`scenarios`]: S1 (durable single publishes), S2 (batches of 100), S3 (publish →
-//!   deliver latency), S6 (consumer groups vs a JetStream pull consumer), S8 (kill -9
-//!   and resume).
+//!   deliver latency), S5 (catch-up: one reader from the start vs a JetStream ordered
+//!   consumer, and live latency while readers catch up), S6 (consumer groups vs a
+//!   JetStream pull consumer), S8 (kill -9 and resume).
 
 pub mod config;
 mod error;

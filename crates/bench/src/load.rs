@@ -85,13 +85,26 @@ pub struct SeqCheck {
     pub gaps: u64,
     /// Seqs seen again, or out of order.
     pub duplicates: u64,
+    /// Each publisher's first seq seen is where its sequence starts (a reader that
+    /// started mid-log), instead of 0.
+    from_first_seen: bool,
 }
 
 impl SeqCheck {
+    /// A check for a reader that starts anywhere in the log: per publisher, the seqs
+    /// must be dense from the first one it sees.
+    pub fn from_first_seen() -> SeqCheck {
+        SeqCheck {
+            from_first_seen: true,
+            ..SeqCheck::default()
+        }
+    }
+
     /// Takes one event.
     pub fn observe(&mut self, mark: Mark) {
         self.count += 1;
-        let next = self.next.entry(mark.publisher).or_insert(0);
+        let first = if self.from_first_seen { mark.seq } else { 0 };
+        let next = self.next.entry(mark.publisher).or_insert(first);
         if mark.seq == *next {
             *next += 1;
         } else if mark.seq > *next {
@@ -455,6 +468,16 @@ mod tests {
         let mut ok = SeqCheck::default();
         ok.observe(mark(0, 0));
         assert!(ok.problem(&HashMap::from([(0, 1)])).is_none());
+    }
+
+    #[test]
+    fn seq_check_from_first_seen_starts_where_the_reader_started() {
+        let mut c = SeqCheck::from_first_seen();
+        for (p, s) in [(0, 7), (0, 8), (1, 3), (0, 10), (1, 3)] {
+            c.observe(mark(p, s));
+        }
+        assert_eq!((c.count, c.gaps, c.duplicates), (5, 1, 1));
+        assert_eq!(c.missing_tail(&HashMap::from([(0, 12), (1, 4)])), 1);
     }
 
     #[test]

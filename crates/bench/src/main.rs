@@ -24,7 +24,7 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run, comma-separated
-    #[arg(long, value_delimiter = ',', default_value = "s2,s1,s3,s4,s6,s7,s8")]
+    #[arg(long, value_delimiter = ',', default_value = "s2,s1,s3,s4,s5,s6,s7,s8")]
     scenarios: Vec<String>,
     /// Interleaved rounds per comparison [default: 2 quick, 5 full]
     #[arg(long)]
@@ -114,6 +114,21 @@ struct Cli {
     /// fails the run
     #[arg(long, hide = true)]
     naive_drop_every: Option<u64>,
+    /// S5 events preloaded for the catch-up readers
+    #[arg(long)]
+    s5_events: Option<u64>,
+    /// S5 live SSE subscribers
+    #[arg(long)]
+    s5_live_subscribers: Option<usize>,
+    /// S5 SSE readers catching up from random positions beside the live subscribers
+    #[arg(long)]
+    s5_catchup_readers: Option<usize>,
+    /// S5 events per second of the live publisher
+    #[arg(long)]
+    s5_rate: Option<f64>,
+    /// S5 seconds of live publishing per phase
+    #[arg(long)]
+    s5_secs: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -278,6 +293,21 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(b) = cli.s7_burst {
         cfg.s7_burst = b.max(1);
     }
+    if let Some(n) = cli.s5_events {
+        cfg.s5_events = n.max(1);
+    }
+    if let Some(n) = cli.s5_live_subscribers {
+        cfg.s5_live_subscribers = n;
+    }
+    if let Some(n) = cli.s5_catchup_readers {
+        cfg.s5_catchup_readers = n;
+    }
+    if let Some(r) = cli.s5_rate {
+        cfg.s5_rate = r;
+    }
+    if let Some(s) = cli.s5_secs {
+        cfg.s5_phase = Duration::from_secs(s);
+    }
     Ok(cfg)
 }
 
@@ -313,10 +343,11 @@ async fn run(cli: &Cli, cfg: Config) -> anyhow::Result<bool> {
             "s2" => scenarios::s2::run(&cfg, clock).await,
             "s3" => scenarios::s3::run(&cfg, clock).await,
             "s4" => scenarios::s4::run(&cfg, clock).await,
+            "s5" => scenarios::s5::run(&cfg, clock).await,
             "s6" => scenarios::s6::run(&cfg, clock).await,
             "s7" => scenarios::s7::run(&cfg, clock).await,
             "s8" => scenarios::s8::run(&cfg, clock).await,
-            other => bail!("unknown scenario {other:?} (s1, s2, s3, s4, s6, s7, s8)"),
+            other => bail!("unknown scenario {other:?} (s1 to s8)"),
         }
         .with_context(|| format!("scenario {name}"))?;
         let mut report = report;

@@ -13,7 +13,7 @@ use crate::BenchError;
 use crate::load::{Mark, SeqCheck, Sink, mark_of_event_json};
 use crate::procs::{Server, postgres_connection};
 
-fn nats_err<E: std::error::Error + Send + Sync + 'static>(
+pub(crate) fn nats_err<E: std::error::Error + Send + Sync + 'static>(
     context: &'static str,
 ) -> impl FnOnce(E) -> BenchError {
     move |e| BenchError::Nats {

@@ -33,9 +33,8 @@ impl RawStream {
             .await
             .map_err(|e| format!("connecting: {e}"))?;
         let _ = socket.set_nodelay(true);
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
-        );
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
         socket
             .write_all(request.as_bytes())
             .await

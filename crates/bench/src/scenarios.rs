@@ -9,7 +9,10 @@ use tributary_client::{Client, HistoryQuery};
 use tributary_core::{Filter, TopicPattern};
 
 use crate::BenchError;
-use crate::load::{Clock, Published, Schedule, SeqCheck, Sink, drive, mark_of_event_json};
+use crate::load::{
+    Clock, Published, Schedule, SeqCheck, Sink, args_json, drive, mark_of_event_json,
+};
+use crate::procs::Server;
 use crate::stats::Latency;
 
 mod fanout;
@@ -17,6 +20,7 @@ pub mod s1;
 pub mod s2;
 pub mod s3;
 pub mod s4;
+pub mod s5;
 pub mod s6;
 pub mod s7;
 pub mod s8;
@@ -150,6 +154,60 @@ pub fn tributary_sinks(base_url: &str, topic: &str, n: usize) -> Result<Vec<Sink
             })
         })
         .collect()
+}
+
+/// Publishes `n` events (pub 0, seqs 0..n) to `topic` in batches of 100, each batch
+/// waited for.
+pub(crate) async fn preload_tributary(
+    server: &Server,
+    topic: &str,
+    n: u64,
+    pad: &str,
+) -> Result<(), BenchError> {
+    let mut sink = tributary_sinks(&server.base_url(), topic, 1)?
+        .pop()
+        .expect("one sink");
+    let mut seq = 0;
+    while seq < n {
+        let k = (n - seq).min(100);
+        sink.send(0, seq, k as usize, 0, pad).await?;
+        seq += k;
+    }
+    Ok(())
+}
+
+/// Publishes `n` events (pub 0, seqs 0..n) to `subject`, up to 1000 acks outstanding
+/// at a time.
+pub(crate) async fn preload_nats(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    n: u64,
+    pad: &str,
+) -> Result<(), BenchError> {
+    let nats_err = |context: &'static str| {
+        move |e: async_nats::jetstream::context::PublishError| BenchError::Nats {
+            context,
+            source: Box::new(e),
+        }
+    };
+    let mut seq = 0;
+    while seq < n {
+        let k = (n - seq).min(1000);
+        let mut acks = Vec::with_capacity(k as usize);
+        for s in seq..seq + k {
+            let payload = args_json(0, s, 0, pad);
+            acks.push(
+                js.publish(subject.to_owned(), payload.into())
+                    .await
+                    .map_err(nats_err("preloading"))?,
+            );
+        }
+        for ack in acks {
+            ack.await.map_err(nats_err("preload ack"))?;
+        }
+        seq += k;
+    }
+    Ok(())
 }
 
 /// A Tributary client for checks and setup.

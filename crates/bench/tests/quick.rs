@@ -68,16 +68,16 @@ fn quick_run_loses_nothing_and_writes_every_result() {
         "the quick run failed: {}",
         output.status
     );
-    // About 20 s alone without peers, under a minute with Redis, NATS and PostgreSQL
-    // installed (initdb per PostgreSQL start, S6's 2 s ack wait); the bound leaves room
-    // for a busy machine running other tests.
+    // About 20 s alone without peers (S5 adds some 8 s), about a minute with Redis, NATS
+    // and PostgreSQL installed (initdb per PostgreSQL start, S6's 2 s ack wait); the
+    // bound leaves room for a busy machine running other tests.
     assert!(
         started.elapsed().as_secs() < 90,
         "the quick run took {:?}",
         started.elapsed()
     );
 
-    for name in ["s1", "s2", "s3", "s6", "s7", "s8"] {
+    for name in ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"] {
         let json = read(out.path(), name);
         assert_eq!(json["failures"], Value::Array(vec![]), "{name}: {json}");
         assert_eq!(json["quick"], true, "{name}");
@@ -153,9 +153,41 @@ fn quick_run_loses_nothing_and_writes_every_result() {
             let kb = system["median_idle_kb_per_connection"]
                 .as_f64()
                 .expect("s7 idle KB");
-            assert!((0.5..500.0).contains(&kb), "s7 idle KB per connection: {system}");
+            assert!(
+                (0.5..500.0).contains(&kb),
+                "s7 idle KB per connection: {system}"
+            );
         }
     }
+    let s5 = read(out.path(), "s5");
+    let s5_events = s5["events"].as_u64().expect("s5 events");
+    let from_start = &s5["results"][0];
+    // Tributary's reader, and NATS's when it is installed.
+    for system in from_start["systems"].as_array().expect("s5 systems") {
+        positive(&system["median_events_per_s"], "s5 one reader events/s");
+        for round in system["rounds"].as_array().expect("s5 rounds") {
+            assert_eq!(round["events"].as_u64(), Some(s5_events), "{round}");
+        }
+    }
+    let live = &s5["results"][1];
+    let subscribers = s5["live_subscribers"]
+        .as_u64()
+        .expect("s5 live subscribers");
+    for phase in live["phases"].as_array().expect("s5 phases") {
+        positive(&phase["median_p99_ms"], "s5 live p99");
+        for round in phase["rounds"].as_array().expect("s5 rounds") {
+            let published = round["published"].as_u64().expect("published");
+            assert_eq!(
+                round["deliveries"].as_u64(),
+                Some(subscribers * published),
+                "every live subscriber gets every event once: {round}"
+            );
+            if phase["catchup_readers"].as_u64() > Some(0) {
+                positive(&round["catchup_events"], "s5 catch-up events");
+            }
+        }
+    }
+    positive(&live["ratio_p99"]["median"], "s5 live p99 ratio");
 
     let s8 = read(out.path(), "s8");
     positive(&s8["events"], "s8 events");

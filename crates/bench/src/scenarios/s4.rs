@@ -74,10 +74,7 @@ impl Ramp {
 
 fn judge(out: &RunOut) -> Option<String> {
     if out.gaps > 0 || out.duplicates > 0 {
-        return Some(format!(
-            "{} gaps, {} duplicates",
-            out.gaps, out.duplicates
-        ));
+        return Some(format!("{} gaps, {} duplicates", out.gaps, out.duplicates));
     }
     if let Some(p) = &out.problem {
         return Some(p.clone());
@@ -125,7 +122,9 @@ async fn ramp(
             cfg.s4_subscribers,
             fmt_num(out.deliveries_per_s()),
             fmt_num(out.latency.p99_ms),
-            failed.as_deref().map_or(String::new(), |f| format!(": FAILED, {f}"))
+            failed
+                .as_deref()
+                .map_or(String::new(), |f| format!(": FAILED, {f}"))
         );
         steps.push(Step { rate, out, failed });
         Ok(held)
@@ -192,9 +191,7 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
     let ratio = ramps.ratio(System::Tributary, System::Naive, cfg.rounds, Ramp::capacity);
     let mut systems_json = Vec::new();
     for &s in &systems {
-        let med = |f: &dyn Fn(&Step) -> f64| {
-            ramps.median_of(s, |r| r.best().map_or(0.0, f))
-        };
+        let med = |f: &dyn Fn(&Step) -> f64| ramps.median_of(s, |r| r.best().map_or(0.0, f));
         let rate = med(&|b| b.rate);
         let capacity = ramps.median_of(s, Ramp::capacity);
         let p99 = med(&|b| b.out.latency.p99_ms);

@@ -21,10 +21,10 @@ use serde_json::{Value, json};
 use tributary_client::{Client, GroupSpec};
 use tributary_core::{Filter, Ordering, Start, TopicPattern};
 
-use super::{data_dir, tributary_client};
+use super::{data_dir, preload_nats, preload_tributary, tributary_client};
 use crate::load::{Clock, mark_of_event_json, padding};
 use crate::peers::{nats_context, nats_create_stream};
-use crate::procs::{Server, start_nats, start_tributary};
+use crate::procs::{start_nats, start_tributary};
 use crate::report::{Goal, ScenarioReport, Table, fmt_num, ratio_cell, ratio_json};
 use crate::stats::{Rounds, median};
 use crate::{BenchError, Config};
@@ -201,48 +201,6 @@ struct RunOut {
     dropped_by_killed_member: u64,
     loss: u64,
     problem: Option<String>,
-}
-
-/// Publishes `n` events (pub 0, seqs 0..n) to Tributary in batches of 100.
-async fn preload_tributary(server: &Server, n: u64, pad: &str) -> Result<(), BenchError> {
-    let mut sink = super::tributary_sinks(&server.base_url(), TOPIC, 1)?
-        .pop()
-        .expect("one sink");
-    let mut seq = 0;
-    while seq < n {
-        let k = (n - seq).min(100);
-        sink.send(0, seq, k as usize, 0, pad).await?;
-        seq += k;
-    }
-    Ok(())
-}
-
-/// Publishes `n` events to the stream, up to 1000 acks outstanding at a time.
-async fn preload_nats(js: &jetstream::Context, n: u64, pad: &str) -> Result<(), BenchError> {
-    let nats_err = |context: &'static str| {
-        move |e: jetstream::context::PublishError| BenchError::Nats {
-            context,
-            source: Box::new(e),
-        }
-    };
-    let mut seq = 0;
-    while seq < n {
-        let k = (n - seq).min(1000);
-        let mut acks = Vec::with_capacity(k as usize);
-        for s in seq..seq + k {
-            let payload = crate::load::args_json(0, s, 0, pad);
-            acks.push(
-                js.publish(TOPIC, payload.into())
-                    .await
-                    .map_err(nats_err("preloading"))?,
-            );
-        }
-        for ack in acks {
-            ack.await.map_err(nats_err("preload ack"))?;
-        }
-        seq += k;
-    }
-    Ok(())
 }
 
 async fn tributary_member(
@@ -447,7 +405,7 @@ async fn one_run(cfg: &Config, system: System, setting: Setting) -> Result<RunOu
             let dir = data_dir()?;
             server = start_tributary(cfg, dir.path(), "127.0.0.1:0").await?;
             _dir = Some(dir);
-            preload_tributary(&server, n, &pad).await?;
+            preload_tributary(&server, TOPIC, n, &pad).await?;
             let client = tributary_client(&server.base_url())?;
             let spec = GroupSpec::new(GROUP)
                 .filter(Filter::topic(
@@ -485,7 +443,7 @@ async fn one_run(cfg: &Config, system: System, setting: Setting) -> Result<RunOu
             _dir = None;
             let js = nats_context(&server).await?;
             let stream = nats_create_stream(&js, NATS_STREAM, TOPIC).await?;
-            preload_nats(&js, n, &pad).await?;
+            preload_nats(&js, TOPIC, n, &pad).await?;
             stream
                 .create_consumer(consumer::pull::Config {
                     durable_name: Some(GROUP.into()),

@@ -22,7 +22,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::{data_dir, tributary_sinks};
 use crate::load::{Clock, Received, Sink, mark_of_event_json, padding, sse_subscriber};
-use crate::procs::{RedisFsync, Server, redis_connection, start_naive, start_redis, start_tributary};
+use crate::procs::{
+    RedisFsync, Server, redis_connection, start_naive, start_redis, start_tributary,
+};
 use crate::report::{Goal, ScenarioReport, Table, fmt_num, ratio_cell, ratio_json};
 use crate::stats::Rounds;
 use crate::{BenchError, Config};
@@ -108,7 +110,10 @@ async fn one_run(
         System::Tributary => start_tributary(cfg, dir.path(), "127.0.0.1:0").await?,
         System::Naive => start_naive(cfg).await?,
         System::Redis => {
-            let bin = cfg.redis_bin.as_ref().expect("Redis runs only when installed");
+            let bin = cfg
+                .redis_bin
+                .as_ref()
+                .expect("Redis runs only when installed");
             start_redis(cfg, bin, RedisFsync::Always).await?
         }
     };
@@ -249,7 +254,14 @@ async fn redis_subscriber(
             break;
         }
         let command = resp::command(&[
-            b"XREAD", b"BLOCK", b"0", b"COUNT", b"10000", b"STREAMS", TOPIC.as_bytes(), &last_id,
+            b"XREAD",
+            b"BLOCK",
+            b"0",
+            b"COUNT",
+            b"10000",
+            b"STREAMS",
+            TOPIC.as_bytes(),
+            &last_id,
         ]);
         if let Err(e) = socket.write_all(&command).await {
             out.error = Some(format!("writing: {e}"));
@@ -399,13 +411,17 @@ mod resp {
                 return Err(bad());
             };
             if name != key {
-                return Err(format!("a reply for stream {:?}", String::from_utf8_lossy(&name)));
+                return Err(format!(
+                    "a reply for stream {:?}",
+                    String::from_utf8_lossy(&name)
+                ));
             }
             for entry in entries {
                 let Value::Array(mut entry) = entry else {
                     return Err(bad());
                 };
-                let (Some(Value::Array(fields)), Some(Value::Bulk(id))) = (entry.pop(), entry.pop())
+                let (Some(Value::Array(fields)), Some(Value::Bulk(id))) =
+                    (entry.pop(), entry.pop())
                 else {
                     return Err(bad());
                 };
@@ -444,9 +460,10 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
         ],
     );
     if cfg.redis_bin.is_none() {
-        table
-            .notes
-            .push("redis-server is not installed: no Redis row (scripts/bench-peers.sh installs it)".into());
+        table.notes.push(
+            "redis-server is not installed: no Redis row (scripts/bench-peers.sh installs it)"
+                .into(),
+        );
     }
     let mut failures = Vec::new();
     let mut results = Vec::new();
@@ -464,7 +481,12 @@ pub async fn run(cfg: &Config, clock: Clock) -> Result<ScenarioReport, BenchErro
                 runs.push(s, round, out);
             }
         }
-        let vs_redis = runs.ratio(System::Tributary, System::Redis, cfg.rounds, RunOut::idle_kb);
+        let vs_redis = runs.ratio(
+            System::Tributary,
+            System::Redis,
+            cfg.rounds,
+            RunOut::idle_kb,
+        );
         let mut systems_json = Vec::new();
         for &s in &systems {
             let before_mb = runs.median_of(s, |o| o.before as f64 / 1e6);
