@@ -203,6 +203,12 @@ async fn sse_read(
     let stopped = stop.wait_for(|s| *s);
     tokio::pin!(stopped);
     loop {
+        if !chunk.is_empty() {
+            // One chunk per turn: a reader with a full socket would otherwise parse for
+            // as long as tokio's budget lasts, and the live subscribers sharing this
+            // thread would be measured late.
+            tokio::task::yield_now().await;
+        }
         chunk.clear();
         tokio::select! {
             more = body.read(&mut chunk) => {
