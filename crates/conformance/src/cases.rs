@@ -466,3 +466,47 @@ pub async fn log_id_is_stable(log: Arc<dyn Log>) {
 pub async fn fresh_logs_have_different_ids(a: Arc<dyn Log>, b: Arc<dyn Log>) {
     assert_ne!(a.log_id().await.unwrap(), b.log_id().await.unwrap());
 }
+
+/// A log that hands over its commits ([`Log::commits`]) hands over exactly what readers
+/// will read: every stored event once, in position order, each commit dense, nothing of
+/// a refused request or of a duplicate. A log that does not offer them passes.
+pub async fn commits_hand_over_what_readers_will_read(log: Arc<dyn Log>) {
+    let Some(mut commits) = log.commits() else {
+        return;
+    };
+    log.append(vec![ev("a", "x").with_id("one"), ev("b", "y")])
+        .await
+        .unwrap();
+    // A duplicate stores nothing; the new event beside it is stored.
+    log.append(vec![ev("a", "again").with_id("one"), ev("a", "z")])
+        .await
+        .unwrap();
+    // Refused whole: nothing of it may be handed over.
+    log.append(vec![ev("c", "no"), ev("a", "stale").with_expected_seq(1)])
+        .await
+        .unwrap_err();
+    // Many concurrent appends, which a backend may commit together.
+    let appends: Vec<_> = (0..20)
+        .map(|i| {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move { log.append(vec![ev("d", &format!("n{i}"))]).await })
+        })
+        .collect();
+    for a in appends {
+        a.await.unwrap().unwrap();
+    }
+    let mut handed = Vec::new();
+    while let Ok(commit) = commits.try_recv() {
+        assert!(!commit.is_empty(), "an empty commit was handed over");
+        for pair in commit.windows(2) {
+            assert_eq!(
+                pair[1].event.position,
+                pair[0].event.position + 1,
+                "a commit is dense"
+            );
+        }
+        handed.extend(commit.iter().map(|e| e.event.clone()));
+    }
+    assert_eq!(handed, all_events(&log).await);
+    assert_eq!(handed.len(), 23);
+}

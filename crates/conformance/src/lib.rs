@@ -57,6 +57,7 @@ macro_rules! log_conformance {
             max_event_bytes_refuses_the_whole_batch,
             a_stream_behind_retention_is_told,
             live_streams_go_on_past_removed_positions,
+            commits_hand_over_what_readers_will_read,
         );
         // The one case that needs two fresh logs at once.
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

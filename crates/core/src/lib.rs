@@ -41,7 +41,7 @@ pub use group::{
     DlqEntry, EventProgress, GroupChange, GroupConfig, GroupStore, GroupStoreError,
     MemoryGroupStore, Ordering, Start, StoredGroup,
 };
-pub use log::{CommitStats, Log, ReadQuery, TopicInfo};
+pub use log::{COMMITS_CAPACITY, Commit, CommitStats, Log, ReadQuery, TopicInfo};
 pub use memory::MemoryLog;
 pub use retention::{PruneRule, Retention, RetentionOptions, RetentionTask, TopicConfig};
 pub use stream::{EventStream, StreamItem, StreamOptions};

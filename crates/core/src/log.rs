@@ -5,10 +5,13 @@
 //! [`Log::head`], and the only ordering promise readers rely on is that positions become
 //! visible in order (a reader that has seen position n never later finds an n' < n).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
+use crate::encode::Encoded;
 use crate::error::LogError;
 use crate::event::{Appended, Event, NewEvent, Position, Timestamp};
 use crate::filter::Filter;
@@ -159,4 +162,23 @@ pub trait Log: Send + Sync + 'static {
     fn commit_stats(&self) -> CommitStats {
         CommitStats::default()
     }
+
+    /// The events this process commits, as it commits them: one [`Commit`] per
+    /// transaction, its new events in position order, sent after the commit and before
+    /// [`Log::head`] moves past them. The tail takes new events from here instead of
+    /// reading each one back, so live delivery never queues behind readers of history.
+    ///
+    /// `None` (the default) when the log cannot say: the tail then reads every new event
+    /// back. A receiver that lags, or a commit it never saw, loses nothing: the tail reads
+    /// whatever the commits did not bring.
+    fn commits(&self) -> Option<broadcast::Receiver<Commit>> {
+        None
+    }
 }
+
+/// The new events of one commit, in position order, dense: see [`Log::commits`].
+pub type Commit = Arc<[Arc<Encoded>]>;
+
+/// Commits a [`Log::commits`] receiver may fall behind by before it misses some (and
+/// reads them instead). Bounded, because a commit holds its events in memory.
+pub const COMMITS_CAPACITY: usize = 64;

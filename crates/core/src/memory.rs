@@ -3,15 +3,17 @@
 //! dropped. For tests and for embedding where durability is not wanted.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
+use crate::encode::Encoded;
 use crate::error::LogError;
 use crate::event::{Appended, Event, NewEvent, Position, Timestamp, new_event_id, validate_batch};
 use crate::filter::Filter;
-use crate::log::{Log, ReadQuery, TopicInfo};
+use crate::log::{COMMITS_CAPACITY, Commit, Log, ReadQuery, TopicInfo};
 use crate::retention::{PruneRule, TopicConfig};
 use crate::topic::Topic;
 
@@ -49,6 +51,7 @@ impl State {
 pub struct MemoryLog {
     state: Mutex<State>,
     head: watch::Sender<Position>,
+    commits: broadcast::Sender<Commit>,
     /// The data lives as long as this value, so a fresh one means a fresh log id.
     log_id: String,
 }
@@ -64,6 +67,7 @@ impl MemoryLog {
         MemoryLog {
             state: Mutex::new(State::default()),
             head: watch::Sender::new(0),
+            commits: broadcast::Sender::new(COMMITS_CAPACITY),
             log_id: new_event_id().replace('-', ""),
         }
     }
@@ -131,6 +135,8 @@ impl Log for MemoryLog {
         // Timestamps never go backwards, so that time and position order agree.
         let timestamp = Timestamp::now().max(st.last_timestamp);
         st.last_timestamp = timestamp;
+        let keep = self.commits.receiver_count() > 0;
+        let mut committed = Vec::new();
         for (e, a) in batch.into_iter().zip(&planned) {
             if a.duplicate {
                 continue;
@@ -143,22 +149,27 @@ impl Log for MemoryLog {
             topic.info.last_position = a.position;
             topic.positions.push_back(a.position);
             st.last_position = a.position;
-            st.events.insert(
-                a.position,
-                Event {
-                    position: a.position,
-                    topic: e.topic,
-                    seq: a.seq,
-                    name: e.name,
-                    args: e.args,
-                    id,
-                    client_id: e.client_id,
-                    session_id: e.session_id,
-                    timestamp,
-                },
-            );
+            let event = Event {
+                position: a.position,
+                topic: e.topic,
+                seq: a.seq,
+                name: e.name,
+                args: e.args,
+                id,
+                client_id: e.client_id,
+                session_id: e.session_id,
+                timestamp,
+            };
+            if keep {
+                committed.push(Arc::new(Encoded::new(event.clone())));
+            }
+            st.events.insert(a.position, event);
         }
         let head = st.last_position;
+        // Sent under the lock, so that commits go out in position order.
+        if !committed.is_empty() {
+            let _ = self.commits.send(committed.into());
+        }
         drop(st);
         self.head.send_if_modified(|h| {
             let moved = *h != head;
@@ -218,6 +229,10 @@ impl Log for MemoryLog {
 
     fn head(&self) -> watch::Receiver<Position> {
         self.head.subscribe()
+    }
+
+    fn commits(&self) -> Option<broadcast::Receiver<Commit>> {
+        Some(self.commits.subscribe())
     }
 
     async fn position_before(&self, time: Timestamp) -> Result<Position, LogError> {

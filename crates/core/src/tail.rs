@@ -6,9 +6,15 @@
 //! nothing but its cursor. A subscriber whose cursor has fallen out of the ring reads the
 //! log instead (see [`crate::stream`]).
 //!
-//! The feeder learns of new events only through [`Log::head`] and reads them back in
-//! position order, so the tail works the same whether this process or another node wrote
-//! them. Every position up to the head is committed, so a position the read skips was
+//! The feeder learns of new events through [`Log::head`]. Events this process committed
+//! it takes as the writer hands them over ([`Log::commits`]), encoded already, when a
+//! commit starts right after what the ring holds; anything else (another node's writes,
+//! commits it fell behind on) it reads back in position order, so the tail is complete
+//! whichever way an event came. Taking commits matters under load: a read-back waits in
+//! the same reader pool as every client reading history, and live delivery must not
+//! queue behind catch-up.
+//!
+//! Every position up to the head is committed, so a position the read skips was
 //! removed (a topic deleted, retention) before the feeder got to it: its slot in the ring
 //! stays empty rather than holding the tail back.
 
@@ -18,12 +24,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::encode::Encoded;
 use crate::event::Position;
 use crate::filter::Filter;
-use crate::log::{Log, ReadQuery};
+use crate::log::{Commit, Log, ReadQuery};
 
 /// How much the tail keeps; whichever bound is hit first evicts the oldest entries.
 #[derive(Clone, Debug)]
@@ -77,7 +83,9 @@ impl Tail {
             closed: AtomicBool::new(false),
             config,
         });
-        tokio::spawn(feed(Arc::downgrade(&tail), log_head));
+        // Subscribed before the feeder starts; a commit made before this is below `start`.
+        let commits = tail.log.commits();
+        tokio::spawn(feed(Arc::downgrade(&tail), log_head, commits));
         tail
     }
 
@@ -201,15 +209,62 @@ impl Tail {
     }
 }
 
-async fn feed(tail: std::sync::Weak<Tail>, mut log_head: watch::Receiver<Position>) {
+/// Pushes the handed-over commits that continue the ring exactly, up to the log head
+/// `target` the feeder has seen, and returns the ring's head. A commit past `target` is
+/// kept in `pending` for the next round (its head move is on the way); one that overlaps
+/// or leaves a hole is dropped, since the read-back that follows brings its events.
+fn take_commits(
+    t: &Tail,
+    commits: &mut Option<broadcast::Receiver<Commit>>,
+    pending: &mut Option<Commit>,
+    target: Position,
+) -> Position {
+    let mut at = *t.head.borrow();
+    let Some(rx) = commits.as_mut() else {
+        return at;
+    };
+    loop {
+        let commit = match pending.take() {
+            Some(c) => c,
+            None => match rx.try_recv() {
+                Ok(c) => c,
+                Err(broadcast::error::TryRecvError::Empty) => return at,
+                // Missed commits are read back.
+                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    *commits = None;
+                    return at;
+                }
+            },
+        };
+        let (Some(first), Some(last)) = (commit.first(), commit.last()) else {
+            continue;
+        };
+        let (first, last) = (first.event.position, last.event.position);
+        if last > target {
+            *pending = Some(commit);
+            return at;
+        }
+        if first == at + 1 {
+            at = t.push(commit.to_vec(), last);
+        }
+    }
+}
+
+async fn feed(
+    tail: std::sync::Weak<Tail>,
+    mut log_head: watch::Receiver<Position>,
+    mut commits: Option<broadcast::Receiver<Commit>>,
+) {
     let all = Filter::all();
+    let mut pending = None;
     loop {
         let target = *log_head.borrow_and_update();
         let Some(t) = tail.upgrade() else { return };
         if t.is_closed() {
             return;
         }
-        let mut at = *t.head.borrow();
+        let mut at = take_commits(&t, &mut commits, &mut pending, target);
         while at < target {
             let query = ReadQuery {
                 after: at,
@@ -248,5 +303,56 @@ async fn feed(tail: std::sync::Weak<Tail>, mut log_head: watch::Receiver<Positio
         if log_head.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Args, NewEvent};
+    use crate::log::COMMITS_CAPACITY;
+    use crate::memory::MemoryLog;
+    use crate::stream::{EventStream, StreamItem, StreamOptions};
+    use crate::topic::Topic;
+
+    fn event(i: usize) -> NewEvent {
+        NewEvent::new(
+            Topic::new("t").unwrap(),
+            format!("n{i}"),
+            Args::from_json("{}").unwrap(),
+        )
+    }
+
+    /// More commits than the hand-over keeps go by before the feeder runs (on this
+    /// one-thread runtime the memory log's appends never yield): the feeder has lagged,
+    /// and must read back what it missed, so a stream still sees every event once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_feeder_that_lags_the_commits_reads_what_it_missed() {
+        let log: Arc<dyn Log> = Arc::new(MemoryLog::new());
+        let tail = Tail::spawn(Arc::clone(&log), TailConfig::default());
+        let n = COMMITS_CAPACITY * 3;
+        for i in 0..n {
+            log.append(vec![event(i)]).await.unwrap();
+        }
+        let mut head = tail.head();
+        tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h == n as Position))
+            .await
+            .expect("the feeder catches up")
+            .unwrap();
+        let (entries, _) = tail.len();
+        assert_eq!(entries, n, "every position is in the ring");
+        let mut stream = EventStream::new(Arc::clone(&tail), StreamOptions::default());
+        let mut positions = Vec::new();
+        while positions.len() < n {
+            let item = tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .expect("the tail catches up")
+                .expect("the stream goes on")
+                .unwrap();
+            if let StreamItem::Event(e) = item {
+                positions.push(e.event.position);
+            }
+        }
+        assert_eq!(positions, (1..=n as Position).collect::<Vec<_>>());
     }
 }

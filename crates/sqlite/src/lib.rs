@@ -46,9 +46,9 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tributary_core::{
-    Appended, CommitStats, Event, Filter, Log, LogError, NewEvent, Position, PruneRule, ReadQuery,
+    Appended, COMMITS_CAPACITY, Commit, CommitStats, Event, Filter, Log, LogError, NewEvent, Position, PruneRule, ReadQuery,
     Timestamp, Topic, TopicConfig, TopicInfo,
 };
 
@@ -86,6 +86,8 @@ pub struct SqliteLog {
     log_id: String,
     /// Shared with the writer, which raises them as it prunes.
     floors: Floors,
+    /// The writer's commits, for [`Log::commits`].
+    commits: broadcast::Sender<Commit>,
 }
 
 impl SqliteLog {
@@ -107,6 +109,7 @@ impl SqliteLog {
         let head = Arc::new(watch::Sender::new(head));
         let counters = Arc::new(Counters::default());
         let (commands, queue) = mpsc::channel(QUEUE_DEPTH);
+        let commits = broadcast::Sender::new(COMMITS_CAPACITY);
         let writer = Writer {
             conn,
             commands: queue,
@@ -114,6 +117,7 @@ impl SqliteLog {
             counters: Arc::clone(&counters),
             max_batch_events: options.max_batch_events.max(1),
             floors: floors.clone(),
+            commits: commits.clone(),
         }
         .spawn()
         .map_err(storage("starting the sqlite writer thread"))?;
@@ -125,6 +129,7 @@ impl SqliteLog {
             counters,
             log_id,
             floors,
+            commits,
         })
     }
 
@@ -278,6 +283,10 @@ impl Log for SqliteLog {
             .await
             .map_err(storage("waiting for the sqlite writer to stop"))?
             .map_err(|_| LogError::storage("the sqlite writer thread", "panicked"))
+    }
+
+    fn commits(&self) -> Option<broadcast::Receiver<Commit>> {
+        Some(self.commits.subscribe())
     }
 
     fn commit_stats(&self) -> CommitStats {

@@ -23,9 +23,11 @@ use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tributary_core::event::new_event_id;
-use tributary_core::{Appended, LogError, NewEvent, Position, Timestamp, Topic};
+use tributary_core::{
+    Appended, Commit, Encoded, Event, LogError, NewEvent, Position, Timestamp, Topic,
+};
 
 use crate::error::{shared_storage, storage};
 use crate::groups::GroupWrite;
@@ -131,6 +133,8 @@ pub(crate) struct Writer {
     pub(crate) counters: Arc<Counters>,
     pub(crate) max_batch_events: usize,
     pub(crate) floors: Floors,
+    /// Each commit's new events, for the tail ([`tributary_core::Log::commits`]).
+    pub(crate) commits: broadcast::Sender<Commit>,
 }
 
 /// What one request of a group came to. The outer error of [`apply`] aborts the whole
@@ -209,12 +213,18 @@ impl Writer {
             group.into_iter().map(|r| (r.batch, r.reply)).unzip();
         let requests = replies.len() as u64;
         match self.run_group(batches) {
-            Ok((outcomes, stored, head)) => {
+            Ok((outcomes, committed, head)) => {
+                let stored = committed.len() as u64;
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .requests
                     .fetch_add(requests, Ordering::Relaxed);
                 self.counters.events.fetch_add(stored, Ordering::Relaxed);
+                // Handed over before the head moves, so a tail woken by the move finds
+                // them waiting. Nobody listening is not an error.
+                if !committed.is_empty() {
+                    let _ = self.commits.send(committed.into());
+                }
                 // Head before answers: a caller that got its position back must see the
                 // head at or past it.
                 self.head.send_if_modified(|h| {
@@ -240,12 +250,12 @@ impl Writer {
         }
     }
 
-    /// One transaction for the whole group. Returns each request's outcome, how many
-    /// events were stored, and the new head.
+    /// One transaction for the whole group. Returns each request's outcome, the events
+    /// stored, and the new head.
     fn run_group(
         &mut self,
         batches: Vec<Vec<NewEvent>>,
-    ) -> rusqlite::Result<(Vec<Outcome>, u64, Position)> {
+    ) -> rusqlite::Result<(Vec<Outcome>, Vec<Arc<Encoded>>, Position)> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -266,13 +276,21 @@ impl Writer {
         let timestamp = Timestamp::now().max(Timestamp::from_millis(last_timestamp));
         let mut next_position = last_position + 1;
         let mut outcomes = Vec::with_capacity(batches.len());
+        let mut committed = Vec::new();
         for batch in batches {
             // A refused request wrote nothing and left `next_position` where it was.
-            outcomes.push(apply(&tx, batch, &mut next_position, timestamp)?);
+            outcomes.push(apply(
+                &tx,
+                batch,
+                &mut next_position,
+                timestamp,
+                &mut committed,
+            )?);
         }
         tx.commit()?;
         let head = next_position - 1;
-        Ok((outcomes, head - last_position, head))
+        debug_assert_eq!(committed.len() as u64, head - last_position);
+        Ok((outcomes, committed, head))
     }
 }
 
@@ -295,11 +313,15 @@ struct TopicHead {
 /// SQLite keep a statement journal of every page the request touches, which was a fifth
 /// of the writer's time under load. Once the writes start they can only fail with
 /// SQLite itself, and that aborts the whole group.
+///
+/// The events it stores are added to `committed`, as readers will see them once the
+/// group commits.
 fn apply(
     conn: &Connection,
     batch: Vec<NewEvent>,
     next_position: &mut Position,
     timestamp: Timestamp,
+    committed: &mut Vec<Arc<Encoded>>,
 ) -> rusqlite::Result<Outcome> {
     let mut find_id = conn.prepare_cached("SELECT position, seq FROM events WHERE id = ?1")?;
     let mut find_head =
@@ -422,5 +444,18 @@ fn apply(
             head.last_position
         ])?;
     }
+    committed.extend(writes.into_iter().map(|(event, id, position, seq)| {
+        Arc::new(Encoded::new(Event {
+            position,
+            topic: event.topic,
+            seq,
+            name: event.name,
+            args: event.args,
+            id,
+            client_id: event.client_id,
+            session_id: event.session_id,
+            timestamp,
+        }))
+    }));
     Ok(Ok(appended))
 }
