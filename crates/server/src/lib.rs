@@ -20,6 +20,8 @@
 //!   metrics), `livestore` (the LiveStore sync-cf
 //!   protocol over HTTP and WebSocket); the read parameters shared by stream and history
 //!   live in `http.rs` itself.
+//! - [`listen`]: the accept loop, and the lean HTTP/1.1 path that serves SSE streams
+//!   without hyper's per-connection buffers (everything else goes to hyper).
 //! - [`metrics`]: counters, gauges and histograms in atomics, written out as Prometheus
 //!   text.
 //! - [`shutdown`]: [`serve`] and the order a graceful shutdown goes in.
@@ -30,6 +32,7 @@ pub mod connections;
 pub mod error;
 pub mod extract;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod shutdown;
 

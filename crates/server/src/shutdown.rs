@@ -8,19 +8,23 @@
 //! 4. close the consumer groups (their state is flushed), then the log, which finishes
 //!    its own appends in flight.
 //!
-//! Step 3 gives up after [`Config::shutdown_timeout`]: a stuck client must not keep the
-//! process from exiting. Step 4 runs either way.
+//! Connections are accepted and served by [`crate::listen`]; step 3 waits for every
+//! connection task it spawned, lean SSE streams and hyper connections alike. It gives up
+//! after [`Config::shutdown_timeout`]: a stuck client must not keep the process from
+//! exiting. Step 4 runs either way.
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tributary_core::{GroupStore, Log};
 use tributary_groups::{Groups, GroupsOptions};
 
 use crate::app::{AppState, router};
 use crate::config::Config;
 use crate::error::ServerError;
+use crate::listen;
 
 /// Serves `log` (and its consumer groups, kept in `group_store`) over HTTP on
 /// `listener` until `shutdown` resolves, then shuts down gracefully (see the module
@@ -48,25 +52,19 @@ pub async fn serve(
             draining.cancel();
         }
     };
-    // With each connection's address, for the connection list.
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
-    let gave_up = async {
-        draining.cancelled().await;
-        tokio::time::sleep(timeout).await;
-    };
-    let served = tokio::select! {
-        served = server.into_future() => served.map_err(ServerError::from),
-        () = gave_up => {
-            tracing::warn!(?timeout, "requests still in flight after the shutdown timeout; closing anyway");
-            Ok(())
-        }
-    };
-    // Closed even when serving failed, so that no append is left half done.
+    // Each connection's task, lean or hyper, so that step 3 can wait for them.
+    let tracker = TaskTracker::new();
+    let accepting = listen::accept(listener, app, draining.clone(), tracker.clone());
+    // Accepting stops once the signal has marked the server draining.
+    tokio::join!(signal, accepting);
+    tracker.close();
+    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            ?timeout,
+            "requests still in flight after the shutdown timeout; closing anyway"
+        );
+    }
+    // Step 4 either way, so that no append is left half done.
     groups.close().await;
-    let closed = log.close().await.map_err(ServerError::CloseLog);
-    served.and(closed)
+    log.close().await.map_err(ServerError::CloseLog)
 }

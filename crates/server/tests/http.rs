@@ -9,4 +9,5 @@ mod http {
     mod events;
     mod groups;
     mod topics;
+    mod wire;
 }
