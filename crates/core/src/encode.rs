@@ -49,13 +49,14 @@ impl Encoded {
 
     fn encoded(&self) -> &(Bytes, usize) {
         self.frame.get_or_init(|| {
-            let json = serde_json::to_vec(&self.event).expect("events always serialize");
-            let mut frame = BytesMut::with_capacity(json.len() + FRAME_OVERHEAD);
+            let e = &self.event;
+            // One allocation, sized from the strings (the weight's estimate, halved).
+            let mut frame = BytesMut::with_capacity(self.weight / 2);
             frame.put_slice(b"id: ");
-            frame.put_slice(self.event.position.to_string().as_bytes());
+            put_u64(&mut frame, e.position);
             frame.put_slice(b"\ndata: ");
             let json_start = frame.len();
-            frame.put_slice(&json);
+            write_json(&mut frame, e);
             frame.put_slice(b"\n\n");
             (frame.freeze(), json_start)
         })
@@ -77,6 +78,94 @@ impl Encoded {
     pub fn weight(&self) -> usize {
         self.weight
     }
+}
+
+/// The event's JSON, byte for byte what `serde_json::to_vec(event)` makes (a test holds
+/// the two together), written straight into the frame. Encoding is most of a catch-up
+/// stream's cost per event, and the generic serializer spent it on formatting machinery:
+/// numbers and the time through `fmt`, every string through the escaper, a growing
+/// buffer copied again into the frame.
+fn write_json(out: &mut BytesMut, e: &Event) {
+    out.put_slice(b"{\"position\":");
+    put_u64(out, e.position);
+    out.put_slice(b",\"topic\":");
+    put_str(out, e.topic.as_str());
+    out.put_slice(b",\"seq\":");
+    put_u64(out, e.seq);
+    out.put_slice(b",\"parent_seq\":");
+    put_u64(out, e.parent_seq());
+    out.put_slice(b",\"name\":");
+    put_str(out, &e.name);
+    out.put_slice(b",\"args\":");
+    out.put_slice(e.args.as_json().as_bytes());
+    out.put_slice(b",\"id\":");
+    put_str(out, &e.id);
+    out.put_slice(b",\"client_id\":");
+    put_opt_str(out, e.client_id.as_deref());
+    out.put_slice(b",\"session_id\":");
+    put_opt_str(out, e.session_id.as_deref());
+    out.put_slice(b",\"timestamp\":");
+    put_timestamp(out, e.timestamp);
+    out.put_u8(b'}');
+}
+
+fn put_u64(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[at..]);
+}
+
+/// A JSON string. Most strings (topics, names, ids) need no escape and are copied as
+/// they are; the rest go through serde_json's escaper.
+fn put_str(out: &mut BytesMut, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        let escaped = serde_json::to_string(s).expect("a str always serializes");
+        out.put_slice(escaped.as_bytes());
+    } else {
+        out.put_u8(b'"');
+        out.put_slice(s.as_bytes());
+        out.put_u8(b'"');
+    }
+}
+
+fn put_opt_str(out: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_str(out, s),
+        None => out.put_slice(b"null"),
+    }
+}
+
+/// `"YYYY-MM-DDTHH:MM:SS.mmmZ"`, as [`crate::Timestamp::to_rfc3339`] writes it.
+fn put_timestamp(out: &mut BytesMut, t: crate::event::Timestamp) {
+    let Some((date, time)) = t.civil() else {
+        put_str(out, &t.to_rfc3339());
+        return;
+    };
+    let (year, month, day) = date;
+    let (hour, minute, second, milli) = time;
+    let mut s = *b"\"0000-00-00T00:00:00.000Z\"";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            s[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(1, 4, year);
+    put(6, 2, month);
+    put(9, 2, day);
+    put(12, 2, hour);
+    put(15, 2, minute);
+    put(18, 2, second);
+    put(21, 3, milli);
+    out.put_slice(&s);
 }
 
 #[cfg(test)]
@@ -114,5 +203,53 @@ mod tests {
         );
         // Made once, shared after.
         assert_eq!(enc.sse_frame().as_ptr(), enc.sse_frame().as_ptr());
+    }
+
+    fn event(name: &str, id: &str, client: Option<&str>, millis: i64) -> Event {
+        Event {
+            position: u64::MAX,
+            topic: Topic::new("a.b-c_d").unwrap(),
+            seq: 1_000_000_007,
+            name: name.into(),
+            args: Args::from_json(r#"{"x":[1,"\u00e9\n"],"y":null}"#).unwrap(),
+            id: id.into(),
+            client_id: client.map(str::to_owned),
+            session_id: Some("s".into()),
+            timestamp: Timestamp(millis),
+        }
+    }
+
+    #[test]
+    fn the_json_is_what_serde_makes() {
+        let cases = [
+            event("n", "0190-abc", None, 0),
+            event("with \"quotes\" and \\", "tab\there", Some("é ∑ 😀"), 1_764_633_600_123),
+            event("ctl \u{1} \u{1f} \u{7f} /", "", Some(""), 253_402_300_799_999),
+            // Past what the time crate's default range holds: the fallback path.
+            event("far", "i", None, i64::MAX),
+            event("before 1970", "i", None, -1),
+        ];
+        for e in cases {
+            let json = Encoded::new(e.clone()).json();
+            let serde = serde_json::to_vec(&e).unwrap();
+            assert_eq!(
+                std::str::from_utf8(&json).unwrap(),
+                std::str::from_utf8(&serde).unwrap()
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_strings_and_times_encode_as_serde_does(
+            name in ".*", id in ".*", client in proptest::option::of(".*"),
+            millis in proptest::num::i64::ANY, position in 1u64.., seq in 1u64..,
+        ) {
+            let mut e = event(&name, &id, client.as_deref(), millis);
+            e.position = position;
+            e.seq = seq;
+            let json = Encoded::new(e.clone()).json();
+            proptest::prop_assert_eq!(json.to_vec(), serde_json::to_vec(&e).unwrap());
+        }
     }
 }

@@ -44,8 +44,7 @@ impl Timestamp {
     }
 
     pub fn to_rfc3339(self) -> String {
-        let t = OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let t = self.date_time();
         // Fixed shape with milliseconds, as LiveStore's createdAt and most JS code expect.
         format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
@@ -57,6 +56,31 @@ impl Timestamp {
             t.second(),
             t.millisecond()
         )
+    }
+}
+
+impl Timestamp {
+    /// The UTC date and time; out of range (beyond year 9999) reads as the epoch.
+    fn date_time(self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    /// `((year, month, day), (hour, minute, second, millisecond))` in UTC, for writers
+    /// that format it themselves; `None` for a year outside 0..=9999, which
+    /// [`Timestamp::to_rfc3339`]'s four digits do not fit.
+    pub(crate) fn civil(self) -> Option<((u32, u32, u32), (u32, u32, u32, u32))> {
+        let t = self.date_time();
+        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+        Some((
+            (year, u32::from(u8::from(t.month())), u32::from(t.day())),
+            (
+                u32::from(t.hour()),
+                u32::from(t.minute()),
+                u32::from(t.second()),
+                u32::from(t.millisecond()),
+            ),
+        ))
     }
 }
 
