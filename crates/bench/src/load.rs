@@ -394,6 +394,11 @@ pub async fn sse_subscriber(
     let deadline = tokio::time::Instant::from_std(deadline);
     let mut last_event = tokio::time::Instant::now();
     loop {
+        if !chunk.is_empty() {
+            // One chunk per turn, so that a subscriber with a full socket does not keep
+            // the load generator's thread from the others (whose latency it would add).
+            tokio::task::yield_now().await;
+        }
         // Once publishing is over, stop at the expected count, or after a quiet spell:
         // a server that lost events must end in a reported gap, not in a hang.
         let stop_at = match *expected.borrow_and_update() {

@@ -518,11 +518,26 @@ async fn live_phase(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut readers = Vec::new();
+    // The catch-up readers get a thread (and runtime) of their own. On the live
+    // subscribers' runtime, a hundred readers with full sockets would queue every live
+    // delivery and every publish behind their parsing: the load generator, not the
+    // server, would set the live latency. As a thread of its own the kernel shares the
+    // core between the two, and the live side, mostly asleep, runs when woken.
+    let catchup_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("s5-catch-up")
+        .enable_all()
+        .build()
+        .map_err(|source| BenchError::Io {
+            context: "starting the catch-up readers' runtime",
+            path: "s5".into(),
+            source,
+        })?;
     let catchup_started = Instant::now();
     if phase == Phase::With {
         for i in 0..cfg.s5_catchup_readers {
             let seed = (round as u64) << 32 | i as u64;
-            readers.push(tokio::spawn(catchup_reader(
+            readers.push(catchup_runtime.spawn(catchup_reader(
                 server.addr,
                 positions,
                 cfg.s5_events,
@@ -582,6 +597,8 @@ async fn live_phase(
         catchup.cut_reads += r.cut_reads;
         problems.extend(r.problems);
     }
+    // Its readers are done; dropping a runtime would block this async context.
+    catchup_runtime.shutdown_background();
     // Give the server a moment to drop the streams just closed before the next phase.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let problem = (!problems.is_empty())
