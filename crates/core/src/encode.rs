@@ -145,26 +145,20 @@ fn put_opt_str(out: &mut BytesMut, s: Option<&str>) {
 
 /// `"YYYY-MM-DDTHH:MM:SS.mmmZ"`, as [`crate::Timestamp::to_rfc3339`] writes it.
 fn put_timestamp(out: &mut BytesMut, t: crate::event::Timestamp) {
-    let Some((date, time)) = t.civil() else {
+    let Some(fields) = t.civil() else {
         put_str(out, &t.to_rfc3339());
         return;
     };
-    let (year, month, day) = date;
-    let (hour, minute, second, milli) = time;
     let mut s = *b"\"0000-00-00T00:00:00.000Z\"";
-    let mut put = |at: usize, width: usize, mut v: u32| {
-        for i in (at..at + width).rev() {
+    // Where each field's digits end in `s`, and how many there are.
+    const PLACES: [(usize, usize); 7] =
+        [(5, 4), (8, 2), (11, 2), (14, 2), (17, 2), (20, 2), (24, 3)];
+    for (mut v, (end, width)) in fields.into_iter().zip(PLACES) {
+        for i in (end - width..end).rev() {
             s[i] = b'0' + (v % 10) as u8;
             v /= 10;
         }
-    };
-    put(1, 4, year);
-    put(6, 2, month);
-    put(9, 2, day);
-    put(12, 2, hour);
-    put(15, 2, minute);
-    put(18, 2, second);
-    put(21, 3, milli);
+    }
     out.put_slice(&s);
 }
 
@@ -223,8 +217,18 @@ mod tests {
     fn the_json_is_what_serde_makes() {
         let cases = [
             event("n", "0190-abc", None, 0),
-            event("with \"quotes\" and \\", "tab\there", Some("é ∑ 😀"), 1_764_633_600_123),
-            event("ctl \u{1} \u{1f} \u{7f} /", "", Some(""), 253_402_300_799_999),
+            event(
+                "with \"quotes\" and \\",
+                "tab\there",
+                Some("é ∑ 😀"),
+                1_764_633_600_123,
+            ),
+            event(
+                "ctl \u{1} \u{1f} \u{7f} /",
+                "",
+                Some(""),
+                253_402_300_799_999,
+            ),
             // Past what the time crate's default range holds: the fallback path.
             event("far", "i", None, i64::MAX),
             event("before 1970", "i", None, -1),

@@ -66,21 +66,21 @@ impl Timestamp {
             .unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
-    /// `((year, month, day), (hour, minute, second, millisecond))` in UTC, for writers
-    /// that format it themselves; `None` for a year outside 0..=9999, which
+    /// `[year, month, day, hour, minute, second, millisecond]` in UTC, for writers that
+    /// format it themselves; `None` for a year outside 0..=9999, which
     /// [`Timestamp::to_rfc3339`]'s four digits do not fit.
-    pub(crate) fn civil(self) -> Option<((u32, u32, u32), (u32, u32, u32, u32))> {
+    pub(crate) fn civil(self) -> Option<[u32; 7]> {
         let t = self.date_time();
         let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
-        Some((
-            (year, u32::from(u8::from(t.month())), u32::from(t.day())),
-            (
-                u32::from(t.hour()),
-                u32::from(t.minute()),
-                u32::from(t.second()),
-                u32::from(t.millisecond()),
-            ),
-        ))
+        Some([
+            year,
+            u32::from(u8::from(t.month())),
+            u32::from(t.day()),
+            u32::from(t.hour()),
+            u32::from(t.minute()),
+            u32::from(t.second()),
+            u32::from(t.millisecond()),
+        ])
     }
 }
 

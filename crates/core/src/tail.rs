@@ -335,10 +335,13 @@ mod tests {
             log.append(vec![event(i)]).await.unwrap();
         }
         let mut head = tail.head();
-        tokio::time::timeout(Duration::from_secs(5), head.wait_for(|h| *h == n as Position))
-            .await
-            .expect("the feeder catches up")
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            head.wait_for(|h| *h == n as Position),
+        )
+        .await
+        .expect("the feeder catches up")
+        .unwrap();
         let (entries, _) = tail.len();
         assert_eq!(entries, n, "every position is in the ring");
         let mut stream = EventStream::new(Arc::clone(&tail), StreamOptions::default());

@@ -48,8 +48,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tributary_core::{
-    Appended, COMMITS_CAPACITY, Commit, CommitStats, Event, Filter, Log, LogError, NewEvent, Position, PruneRule, ReadQuery,
-    Timestamp, Topic, TopicConfig, TopicInfo,
+    Appended, COMMITS_CAPACITY, Commit, CommitStats, Event, Filter, Log, LogError, NewEvent,
+    Position, PruneRule, ReadQuery, Timestamp, Topic, TopicConfig, TopicInfo,
 };
 
 pub use groups::SqliteGroupStore;

@@ -395,8 +395,11 @@ mod resp {
         }
     }
 
-    /// The `(id, data field)` pairs of an `XREAD` reply for one stream `key`.
-    pub fn xread_entries(reply: Value, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    /// A stream entry's id and its `data` field.
+    pub type Entry = (Vec<u8>, Vec<u8>);
+
+    /// The entries of an `XREAD` reply for one stream `key`.
+    pub fn xread_entries(reply: Value, key: &[u8]) -> Result<Vec<Entry>, String> {
         let bad = || "an XREAD reply of an unexpected shape".to_owned();
         let Value::Array(streams) = reply else {
             return Err(bad());
