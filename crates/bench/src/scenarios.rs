@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
 use tributary_client::{Client, HistoryQuery};
 use tributary_core::{Filter, TopicPattern};
 
@@ -208,6 +211,45 @@ pub(crate) async fn preload_nats(
         seq += k;
     }
     Ok(())
+}
+
+/// How long all of a run's subscribers may take to connect.
+pub(crate) const CONNECT_BOUND: Duration = Duration::from_secs(90);
+
+/// Starts `n` subscribers, each made by `spawn` from a sender it signals once its stream
+/// is live, in steps of 100 (so the server's accept queue is never what is measured),
+/// and waits until all are live, within [`CONNECT_BOUND`]. `what` names them in the
+/// error.
+pub(crate) async fn connect_all<T: Send + 'static>(
+    what: &str,
+    n: usize,
+    mut spawn: impl FnMut(mpsc::Sender<()>) -> JoinHandle<T>,
+) -> Result<Vec<JoinHandle<T>>, BenchError> {
+    let (ready_tx, mut ready_rx) = mpsc::channel(n.max(1));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        tasks.push(spawn(ready_tx.clone()));
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    drop(ready_tx);
+    let connect_by = tokio::time::Instant::now() + CONNECT_BOUND;
+    for got in 0..n {
+        match tokio::time::timeout_at(connect_by, ready_rx.recv()).await {
+            Ok(Some(())) => {}
+            Ok(None) | Err(_) => {
+                for task in &tasks {
+                    task.abort();
+                }
+                return Err(BenchError::NotReady {
+                    what: what.to_owned(),
+                    reason: format!("{got} of {n} live within {} s", CONNECT_BOUND.as_secs()),
+                });
+            }
+        }
+    }
+    Ok(tasks)
 }
 
 /// A Tributary client for checks and setup.

@@ -10,17 +10,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use super::{data_dir, publish_phase, tributary_sinks};
+use super::{CONNECT_BOUND, connect_all, data_dir, publish_phase, tributary_sinks};
 use crate::load::{Clock, Received, Sink, padding, sse_subscriber};
 use crate::procs::{Server, proc_usage, start_naive, start_tributary};
 use crate::stats::{Latency, Percentiles};
 use crate::{BenchError, Config};
 
 pub(crate) const TOPIC: &str = "bench.fanout";
-/// How long subscribers may take to connect, and to drain after publishing ends.
-const CONNECT_BOUND: Duration = Duration::from_secs(60);
+/// How long subscribers may take to drain after publishing ends.
 const DRAIN_BOUND: Duration = Duration::from_secs(15);
 
 /// The two systems a fan-out run compares.
@@ -117,41 +116,24 @@ pub(crate) async fn run(
         }
         System::Naive => "/stream".to_owned(),
     };
-    let (ready_tx, mut ready_rx) = mpsc::channel(subscribers.max(1));
     let (expected_tx, expected_rx) = watch::channel(None);
     let deadline = Instant::now() + CONNECT_BOUND + phase * 3 + DRAIN_BOUND;
-    let mut tasks = Vec::with_capacity(subscribers);
-    for i in 0..subscribers {
-        tasks.push(tokio::spawn(sse_subscriber(
-            server.addr,
-            path.clone(),
-            clock,
-            ready_tx.clone(),
-            expected_rx.clone(),
-            deadline,
-            None,
-        )));
-        // Connect in steps so the accept queue is never the thing measured.
-        if i % 100 == 99 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    drop(ready_tx);
-    let connect_by = tokio::time::Instant::now() + CONNECT_BOUND;
-    for got in 0..subscribers {
-        match tokio::time::timeout_at(connect_by, ready_rx.recv()).await {
-            Ok(Some(())) => {}
-            Ok(None) | Err(_) => {
-                return Err(BenchError::NotReady {
-                    what: format!("{} subscribers", system.name()),
-                    reason: format!(
-                        "{got} of {subscribers} live within {} s",
-                        CONNECT_BOUND.as_secs()
-                    ),
-                });
-            }
-        }
-    }
+    let tasks = connect_all(
+        &format!("{} subscribers", system.name()),
+        subscribers,
+        |ready| {
+            tokio::spawn(sse_subscriber(
+                server.addr,
+                path.clone(),
+                clock,
+                ready,
+                expected_rx.clone(),
+                deadline,
+                None,
+            ))
+        },
+    )
+    .await?;
     let sinks = match system {
         System::Tributary => tributary_sinks(&base, TOPIC, publishers.max(1))?,
         System::Naive => (0..publishers.max(1))

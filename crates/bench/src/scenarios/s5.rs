@@ -21,14 +21,15 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tributary_client::HistoryQuery;
 use tributary_client::sse::SseParser;
 use tributary_core::stream::MAX_BATCH_SIZE;
 use tributary_core::{Filter, TopicPattern};
 
 use super::{
-    data_dir, preload_nats, preload_tributary, publish_phase, tributary_client, tributary_sinks,
+    CONNECT_BOUND, connect_all, data_dir, preload_nats, preload_tributary, publish_phase,
+    tributary_client, tributary_sinks,
 };
 use crate::load::{Clock, Mark, Received, SeqCheck, mark_of_event_json, padding, sse_subscriber};
 use crate::peers::{nats_context, nats_create_stream, nats_err};
@@ -45,8 +46,7 @@ const NATS_STREAM: &str = "BENCH_S5";
 const GOAL_RATE: Goal = Goal::AtLeast(2.0);
 /// Live p99 during catch-up at most 1.5× its value without.
 const GOAL_LIVE: Goal = Goal::AtMost(1.5);
-/// How long live subscribers may take to connect, and to drain after publishing ends.
-const CONNECT_BOUND: Duration = Duration::from_secs(60);
+/// How long live subscribers may take to drain after publishing ends.
 const DRAIN_BOUND: Duration = Duration::from_secs(15);
 /// How long catch-up readers run before the publisher starts, so that the whole
 /// publishing phase is under their load.
@@ -482,40 +482,20 @@ async fn live_phase(
     let base = server.base_url();
     let subscribers = cfg.s5_live_subscribers;
     let path = format!("/api/v1/events/stream?topic={LIVE_TOPIC}&since=now&heartbeat=60");
-    let (ready_tx, mut ready_rx) = mpsc::channel(subscribers.max(1));
     let (expected_tx, expected_rx) = watch::channel(None);
     let deadline = Instant::now() + CONNECT_BOUND + cfg.s5_phase * 3 + DRAIN_BOUND;
-    let mut tasks = Vec::with_capacity(subscribers);
-    for i in 0..subscribers {
-        tasks.push(tokio::spawn(sse_subscriber(
+    let tasks = connect_all("live subscribers", subscribers, |ready| {
+        tokio::spawn(sse_subscriber(
             server.addr,
             path.clone(),
             clock,
-            ready_tx.clone(),
+            ready,
             expected_rx.clone(),
             deadline,
             None,
-        )));
-        if i % 100 == 99 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    drop(ready_tx);
-    let connect_by = tokio::time::Instant::now() + CONNECT_BOUND;
-    for got in 0..subscribers {
-        match tokio::time::timeout_at(connect_by, ready_rx.recv()).await {
-            Ok(Some(())) => {}
-            Ok(None) | Err(_) => {
-                return Err(BenchError::NotReady {
-                    what: "live subscribers".into(),
-                    reason: format!(
-                        "{got} of {subscribers} live within {} s",
-                        CONNECT_BOUND.as_secs()
-                    ),
-                });
-            }
-        }
-    }
+        ))
+    })
+    .await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut readers = Vec::new();
     // The catch-up readers get a thread (and runtime) of their own. On the live

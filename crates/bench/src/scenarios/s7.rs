@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use super::{data_dir, tributary_sinks};
+use super::{CONNECT_BOUND, connect_all, data_dir, tributary_sinks};
 use crate::load::{Clock, Received, Sink, mark_of_event_json, padding, sse_subscriber};
 use crate::procs::{
     RedisFsync, Server, redis_connection, start_naive, start_redis, start_tributary,
@@ -32,8 +32,7 @@ use crate::{BenchError, Config};
 const TOPIC: &str = "bench.s7";
 /// At most 8 KB (8000 bytes) of server memory per idle connection.
 const GOAL_KB: Goal = Goal::AtMost(8.0);
-/// How long all subscribers may take to connect, and the burst to reach them all.
-const CONNECT_BOUND: Duration = Duration::from_secs(90);
+/// How long the burst may take to reach every subscriber.
 const BURST_BOUND: Duration = Duration::from_secs(60);
 /// A pause before each reading, so that work just finished (accepts, a burst's writes)
 /// has settled into what the server keeps; shorter in `--quick`.
@@ -140,52 +139,29 @@ async fn one_run(
         System::Naive => "/stream".to_owned(),
         System::Redis => String::new(),
     };
-    let (ready_tx, mut ready_rx) = mpsc::channel(connections.max(1));
     let (expected_tx, expected_rx) = watch::channel(None);
     let progress = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + CONNECT_BOUND + BURST_BOUND + settle(cfg) * 4;
-    let mut tasks = Vec::with_capacity(connections);
-    for i in 0..connections {
-        let task = match system {
-            System::Redis => tokio::spawn(redis_subscriber(
-                server.addr,
-                ready_tx.clone(),
-                expected_rx.clone(),
-                deadline,
-                Arc::clone(&progress),
-            )),
-            _ => tokio::spawn(sse_subscriber(
-                server.addr,
-                path.clone(),
-                clock,
-                ready_tx.clone(),
-                expected_rx.clone(),
-                deadline,
-                Some(Arc::clone(&progress)),
-            )),
-        };
-        tasks.push(task);
-        // Connect in steps so the accept queue never overflows.
-        if i % 100 == 99 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    drop(ready_tx);
-    let connect_by = tokio::time::Instant::now() + CONNECT_BOUND;
-    for got in 0..connections {
-        match tokio::time::timeout_at(connect_by, ready_rx.recv()).await {
-            Ok(Some(())) => {}
-            Ok(None) | Err(_) => {
-                return Err(BenchError::NotReady {
-                    what: format!("{} subscribers", system.name()),
-                    reason: format!(
-                        "{got} of {connections} live within {} s",
-                        CONNECT_BOUND.as_secs()
-                    ),
-                });
-            }
-        }
-    }
+    let what = format!("{} subscribers", system.name());
+    let tasks = connect_all(&what, connections, |ready| match system {
+        System::Redis => tokio::spawn(redis_subscriber(
+            server.addr,
+            ready,
+            expected_rx.clone(),
+            deadline,
+            Arc::clone(&progress),
+        )),
+        _ => tokio::spawn(sse_subscriber(
+            server.addr,
+            path.clone(),
+            clock,
+            ready,
+            expected_rx.clone(),
+            deadline,
+            Some(Arc::clone(&progress)),
+        )),
+    })
+    .await?;
     let idle = settled_rss(cfg, &server).await?;
 
     let burst = cfg.s7_burst.max(1);
