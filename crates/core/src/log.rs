@@ -166,7 +166,8 @@ pub trait Log: Send + Sync + 'static {
     /// The events this process commits, as it commits them: one [`Commit`] per
     /// transaction, its new events in position order, sent after the commit and before
     /// [`Log::head`] moves past them. The tail takes new events from here instead of
-    /// reading each one back, so live delivery never queues behind readers of history.
+    /// reading each one back, so live delivery does not wait in a backend's reader pool
+    /// behind readers of history.
     ///
     /// `None` (the default) when the log cannot say: the tail then reads every new event
     /// back. A receiver that lags, or a commit it never saw, loses nothing: the tail reads

@@ -7,7 +7,7 @@
 //! log instead (see [`crate::stream`]).
 //!
 //! The feeder learns of new events through [`Log::head`]. Events this process committed
-//! it takes as the writer hands them over ([`Log::commits`]), encoded already, when a
+//! it takes as the writer hands them over ([`Log::commits`]), built already, when a
 //! commit starts right after what the ring holds; anything else (another node's writes,
 //! commits it fell behind on) it reads back in position order, so the tail is complete
 //! whichever way an event came. Taking commits matters under load: a read-back waits in
