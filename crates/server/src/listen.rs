@@ -151,18 +151,93 @@ async fn connection(
     let served = match route {
         Route::Lean(request) => {
             drop(stop);
-            let response = match Box::pin(app.oneshot(*request)).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            };
-            let (head, body) = response_head(response);
-            lean(socket, head, body).await
+            match catch_up_runtime().filter(|_| catches_up(&request)) {
+                Some(runtime) => on_catch_up_runtime(runtime, socket, *request, app).await,
+                None => serve_lean(socket, *request, app).await,
+            }
         }
         Route::Hyper(prefix) => Box::pin(hyper(socket, prefix, remote, app, stop)).await,
         Route::Close => Ok(()),
     };
     if let Err(e) = served {
         tracing::debug!(error = %e, %remote, "connection ended");
+    }
+}
+
+/// Routes a lean request and writes its response.
+async fn serve_lean(
+    socket: TcpStream,
+    request: Request<Body>,
+    app: Router,
+) -> Result<(), ConnError> {
+    let response = match Box::pin(app.oneshot(request)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let (head, body) = response_head(response);
+    lean(socket, head, body).await
+}
+
+/// Whether an event stream starts behind the head: any start but `since=now`, or a
+/// resume from `Last-Event-ID`. Such a stream has history to send as fast as the
+/// socket takes it, and is served on the catch-up runtime.
+fn catches_up(request: &Request<Body>) -> bool {
+    let live = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|pair| pair == "since=now"))
+        && !request.headers().contains_key("last-event-id");
+    request.uri().path() == "/api/v1/events/stream" && !live
+}
+
+/// The runtime streams that catch up run on: threads of their own beside the main
+/// runtime's, as many as there are cores. A stream catching up always has its next
+/// frames ready; on the main runtime a hundred of them filled every turn of its run
+/// queue, and a publish or a live delivery waited behind all of them (seconds, in S5).
+/// On threads of their own, the kernel shares the cores between them and the main
+/// runtime, which is mostly idle and so runs as soon as it is woken. `None` if the
+/// threads could not be started: everything then runs on the main runtime, as before.
+fn catch_up_runtime() -> Option<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cores)
+                .thread_name("tributary-catch-up")
+                .enable_all()
+                .build()
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "could not start the catch-up runtime; streams share the main one")
+                })
+                .ok()
+        })
+        .as_ref()
+}
+
+/// Serves a lean request on `runtime`, and waits for it here so that a graceful
+/// shutdown, which waits for this task, waits for it too. The socket moves to the
+/// other runtime's reactor on the way.
+async fn on_catch_up_runtime(
+    runtime: &'static tokio::runtime::Runtime,
+    socket: TcpStream,
+    request: Request<Body>,
+    app: Router,
+) -> Result<(), ConnError> {
+    let socket = socket.into_std().map_err(ConnError::Write)?;
+    let served = runtime.spawn(async move {
+        let socket = TcpStream::from_std(socket).map_err(ConnError::Write)?;
+        serve_lean(socket, request, app).await
+    });
+    match served.await {
+        Ok(result) => result,
+        // Only a panic gets here (the runtime is never shut down): the connection is
+        // gone either way.
+        Err(e) => {
+            tracing::error!(error = %e, "a catch-up stream's task failed");
+            Ok(())
+        }
     }
 }
 
