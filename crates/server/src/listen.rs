@@ -20,6 +20,11 @@
 //! too large, WebSocket upgrades) goes to hyper as before, with the bytes already read
 //! replayed first ([`Replay`]), and keeps hyper's keep-alive, upgrades and error answers.
 //!
+//! An event stream that starts behind the head (`catches_up`) is served on a runtime
+//! of its own (`catch_up_runtime`): it has history to send as fast as the socket takes
+//! it, and a hundred such streams on the main runtime kept publishes and live deliveries
+//! waiting behind them for seconds. On threads of their own, the kernel shares the cores.
+//!
 //! Every connection task is tracked, so that a graceful shutdown can wait for them; on
 //! `stop`, hyper connections are told to finish their request in flight and close, and
 //! lean streams end because draining closes the tail they read.
