@@ -68,7 +68,7 @@ fn quick_run_loses_nothing_and_writes_every_result() {
         "the quick run failed: {}",
         output.status
     );
-    // About 30 s alone without peers, about a minute with Redis, NATS and PostgreSQL
+    // About 35 s alone without peers, about a minute with Redis, NATS and PostgreSQL
     // installed (initdb per PostgreSQL start, S6's 2 s ack wait, S5's NATS preload); the
     // bound leaves room for a busy machine running other tests.
     assert!(
@@ -143,6 +143,19 @@ fn quick_run_loses_nothing_and_writes_every_result() {
             positive(&system["median_p95_ms"], "s3 p95");
         }
         positive(&setting["ratio_p95"]["median"], "s3 ratio");
+    }
+
+    let s4 = read(out.path(), "s4");
+    for system in s4["systems"].as_array().expect("s4 systems") {
+        // The first, slowest step of a quick run holds on any machine.
+        positive(
+            &system["median_capacity_deliveries_per_s"],
+            "s4 capacity deliveries/s",
+        );
+        positive(
+            &system["median_server_cpu_s_per_million_deliveries"],
+            "s4 server CPU per delivery",
+        );
     }
 
     let s7 = read(out.path(), "s7");
