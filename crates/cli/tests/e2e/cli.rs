@@ -1,61 +1,18 @@
 //! The command line as a user runs it: `tributary serve` on a fresh data directory, then
 //! `tributary publish`, `tributary tail`, `tributary history` and `tributary topics`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::harness::{Server, command};
+use super::harness::{Server, command, finish, spawn_cli};
 
 fn run(args: &[&str], stdin: Option<&str>) -> (bool, Vec<Value>, String) {
-    let mut child = command()
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = wait_with_timeout(child, Duration::from_secs(30));
-    let lines = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("a JSON line: {l:?}")))
-        .collect();
-    (
-        out.status.success(),
-        lines,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn wait_with_timeout(child: std::process::Child, limit: Duration) -> std::process::Output {
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("tributary {pid} did not finish within {limit:?}");
-        }
-    }
+    let out = finish(spawn_cli(args, stdin), Duration::from_secs(30));
+    (out.ok, out.lines, out.stderr)
 }
 
 #[test]
