@@ -244,16 +244,23 @@ async fn a_finished_stream_ends_its_chunks_and_closes() {
     assert!(closed(&mut frames.r).await);
 }
 
-async fn listed(s: &Spawned) -> usize {
-    let list: Value = http()
+/// `GET /api/v1/connections`.
+async fn connections(s: &Spawned) -> Value {
+    http()
         .get(format!("http://{}/api/v1/connections", s.addr))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    list["connections"].as_array().unwrap().len()
+        .unwrap()
+}
+
+async fn listed(s: &Spawned) -> usize {
+    connections(s).await["connections"]
+        .as_array()
+        .unwrap()
+        .len()
 }
 
 #[tokio::test]
@@ -272,14 +279,7 @@ async fn a_client_closing_its_socket_leaves_the_connection_list() {
     frames.r.get_mut().write_all(b"stray bytes").await.unwrap();
     assert_eq!(listed(&s).await, 1);
     let remote = frames.r.get_ref().local_addr().unwrap().to_string();
-    let list: Value = http()
-        .get(format!("http://{}/api/v1/connections", s.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = connections(&s).await;
     assert_eq!(list["connections"][0]["remote_addr"], remote.as_str());
 
     drop(frames);
