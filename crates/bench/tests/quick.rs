@@ -2,8 +2,8 @@
 //! against the real `tributary` binary, must lose and double nothing, and must write a
 //! result file with positive figures.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -17,7 +17,20 @@ fn tributary_bin() -> PathBuf {
     bench.with_file_name("tributary")
 }
 
-fn read(dir: &std::path::Path, name: &str) -> Value {
+/// `tributary-bench --quick ARGS` against `tributary`, its results into `out`.
+fn quick_run(tributary: &Path, out: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tributary-bench"))
+        .arg("--quick")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .arg("--tributary-bin")
+        .arg(tributary)
+        .output()
+        .expect("the bench binary runs")
+}
+
+fn read(dir: &Path, name: &str) -> Value {
     let path = dir.join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{} was not written: {e}", path.display()));
@@ -51,14 +64,7 @@ fn quick_run_loses_nothing_and_writes_every_result() {
     // bench binary itself; its output, printed below, says which.
     let out = tempfile::tempdir().expect("a temp dir");
     let started = std::time::Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_tributary-bench"))
-        .arg("--quick")
-        .arg("--out")
-        .arg(out.path())
-        .arg("--tributary-bin")
-        .arg(&tributary)
-        .output()
-        .expect("the bench binary runs");
+    let output = quick_run(&tributary, out.path(), &[]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
@@ -217,22 +223,18 @@ fn a_gap_fails_the_run() {
     let tributary = tributary_bin();
     assert!(tributary.is_file(), "{} is missing", tributary.display());
     let out = tempfile::tempdir().expect("a temp dir");
-    let output = Command::new(env!("CARGO_BIN_EXE_tributary-bench"))
-        .args([
-            "--quick",
+    let output = quick_run(
+        &tributary,
+        out.path(),
+        &[
             "--scenarios",
             "s3",
             "--rounds",
             "1",
             "--naive-drop-every",
             "5",
-        ])
-        .arg("--out")
-        .arg(out.path())
-        .arg("--tributary-bin")
-        .arg(&tributary)
-        .output()
-        .expect("the bench binary runs");
+        ],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "a lossy server passed: {stderr}");
     assert!(stderr.contains("gaps"), "{stderr}");
