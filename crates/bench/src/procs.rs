@@ -273,6 +273,30 @@ fn free_port() -> Result<u16, BenchError> {
         })
 }
 
+/// Asks `answers` every 50 ms until it says the server is up, for at most [`STARTUP`];
+/// after that, `server` (`what`) did not become ready, and `missing` says what it never
+/// gave.
+async fn until_ready(
+    server: Server,
+    what: &str,
+    missing: &str,
+    mut answers: impl AsyncFnMut(&Server) -> bool,
+) -> Result<Server, BenchError> {
+    let started = Instant::now();
+    loop {
+        if answers(&server).await {
+            return Ok(server);
+        }
+        if started.elapsed() > STARTUP {
+            return Err(BenchError::NotReady {
+                what: what.into(),
+                reason: format!("{missing}; stderr: {}", log_tail(server.scratch())),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Redis durability tiers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RedisFsync {
@@ -318,24 +342,21 @@ pub async fn start_redis(
         scratch,
         graceful: None,
     };
-    let started = Instant::now();
-    loop {
-        if let Ok(mut conn) = redis_connection(&server).await
-            && redis::cmd("PING")
+    until_ready(
+        server,
+        "redis-server",
+        "no PONG",
+        async |server: &Server| {
+            let Ok(mut conn) = redis_connection(server).await else {
+                return false;
+            };
+            redis::cmd("PING")
                 .query_async::<String>(&mut conn)
                 .await
                 .is_ok()
-        {
-            return Ok(server);
-        }
-        if started.elapsed() > STARTUP {
-            return Err(BenchError::NotReady {
-                what: "redis-server".into(),
-                reason: format!("no PONG; stderr: {}", log_tail(server.scratch())),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        },
+    )
+    .await
 }
 
 /// A new connection to a Redis [`Server`].
@@ -431,26 +452,22 @@ pub async fn start_nats(cfg: &Config, nats_bin: &Path) -> Result<Server, BenchEr
         // SIGTERM lets it close its store cleanly; it has no children either way.
         graceful: Some("TERM"),
     };
-    let started = Instant::now();
-    loop {
-        if let Ok(client) = async_nats::connect(server.addr.to_string()).await {
+    until_ready(
+        server,
+        "nats-server",
+        "no JetStream",
+        async |server: &Server| {
+            let Ok(client) = async_nats::connect(server.addr.to_string()).await else {
+                return false;
+            };
             // JetStream answers once the server is fully up.
-            if async_nats::jetstream::new(client)
+            async_nats::jetstream::new(client)
                 .query_account()
                 .await
                 .is_ok()
-            {
-                return Ok(server);
-            }
-        }
-        if started.elapsed() > STARTUP {
-            return Err(BenchError::NotReady {
-                what: "nats-server".into(),
-                reason: format!("no JetStream; stderr: {}", log_tail(server.scratch())),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        },
+    )
+    .await
 }
 
 /// The uid and gid of `postgres` (from `id`), which the server runs as when we are root:
@@ -572,21 +589,13 @@ pub async fn start_postgres(cfg: &Config, bin_dir: &Path) -> Result<Server, Benc
         // Immediate shutdown: the postmaster stops its backends, then exits.
         graceful: Some("QUIT"),
     };
-    let started = Instant::now();
-    loop {
-        if let Ok(client) = postgres_connection(&server).await
-            && client.simple_query("SELECT 1").await.is_ok()
-        {
-            return Ok(server);
-        }
-        if started.elapsed() > STARTUP {
-            return Err(BenchError::NotReady {
-                what: "postgres".into(),
-                reason: format!("no answer; stderr: {}", log_tail(server.scratch())),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_ready(server, "postgres", "no answer", async |server: &Server| {
+        let Ok(client) = postgres_connection(server).await else {
+            return false;
+        };
+        client.simple_query("SELECT 1").await.is_ok()
+    })
+    .await
 }
 
 /// A new connection to a PostgreSQL [`Server`]; its connection task runs until the
