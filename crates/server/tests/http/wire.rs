@@ -184,6 +184,15 @@ async fn publish(s: &Spawned, topic: &str) -> u64 {
     body["position"].as_u64().unwrap()
 }
 
+/// A stream of topic `x` from `since=now`, read past `retry` and `caught-up`: live.
+async fn open_live(s: &Spawned) -> Frames {
+    let mut frames = open_stream(s, "/api/v1/events/stream?topic=x&since=now", "").await;
+    assert_eq!(frames.next().await.as_deref(), Some("retry: 1000"));
+    let caught_up = frames.next_content().await.unwrap();
+    assert!(caught_up.starts_with("event: caught-up\n"), "{caught_up:?}");
+    frames
+}
+
 fn id_of(frame: &str) -> u64 {
     frame
         .lines()
@@ -196,10 +205,7 @@ fn id_of(frame: &str) -> u64 {
 #[tokio::test]
 async fn an_sse_stream_is_chunked_and_resumes_from_last_event_id() {
     let s = spawn(Config::default()).await;
-    let mut frames = open_stream(&s, "/api/v1/events/stream?topic=x&since=now", "").await;
-    assert_eq!(frames.next().await.as_deref(), Some("retry: 1000"));
-    let caught_up = frames.next_content().await.unwrap();
-    assert!(caught_up.starts_with("event: caught-up\n"), "{caught_up:?}");
+    let mut frames = open_live(&s).await;
 
     let first = publish(&s, "x").await;
     let event = frames.next_content().await.unwrap();
@@ -266,15 +272,7 @@ async fn listed(s: &Spawned) -> usize {
 #[tokio::test]
 async fn a_client_closing_its_socket_leaves_the_connection_list() {
     let s = spawn(Config::default()).await;
-    let mut frames = open_stream(&s, "/api/v1/events/stream?topic=x&since=now", "").await;
-    assert_eq!(frames.next().await.as_deref(), Some("retry: 1000"));
-    assert!(
-        frames
-            .next_content()
-            .await
-            .unwrap()
-            .starts_with("event: caught-up\n")
-    );
+    let mut frames = open_live(&s).await;
     // Bytes a client sends mid-stream are ignored.
     frames.r.get_mut().write_all(b"stray bytes").await.unwrap();
     assert_eq!(listed(&s).await, 1);
