@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
-use tributary_core::{Event, Filter, Ordering, Position, Start, Timestamp};
+use tributary_core::{AckWait, Event, Filter, Ordering, Position, Start, Timestamp};
 
 use crate::client::Client;
 use crate::error::ClientError;
@@ -280,6 +280,8 @@ struct Ids<'a> {
     delay: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    durable: Option<bool>,
 }
 
 impl<'a> Ids<'a> {
@@ -288,6 +290,7 @@ impl<'a> Ids<'a> {
             delivery_ids: ids.iter().map(AsRef::as_ref).collect(),
             delay: None,
             reason: None,
+            durable: None,
         }
     }
 }
@@ -385,7 +388,23 @@ impl Client {
     /// The ids are checked before any is applied: one that is not a current delivery
     /// (already acked, or expired and handed out again) fails the call with code
     /// `stale_delivery` and changes nothing; a malformed one with `invalid_delivery_id`.
+    ///
+    /// The answer waits until the acks are durable; [`Client::ack_with`] can ask for an
+    /// answer once they are applied.
     pub async fn ack<S: AsRef<str>>(&self, group: &str, ids: &[S]) -> Result<u64, ClientError> {
+        self.ack_with(group, ids, AckWait::Durable).await
+    }
+
+    /// [`Client::ack`], saying when to answer: with [`AckWait::Applied`] the server
+    /// answers before it writes the acks (`"durable": false`), so a member acking one
+    /// event at a time does not wait for a disk flush per ack; a server crash before the
+    /// write delivers those events once more.
+    pub async fn ack_with<S: AsRef<str>>(
+        &self,
+        group: &str,
+        ids: &[S],
+        wait: AckWait,
+    ) -> Result<u64, ClientError> {
         #[derive(Deserialize)]
         struct Answer {
             acked: u64,
@@ -396,7 +415,10 @@ impl Client {
         let req = self
             .http()
             .post(self.group_endpoint(group, &["ack"])?)
-            .json(&Ids::new(ids));
+            .json(&Ids {
+                durable: (wait == AckWait::Applied).then_some(false),
+                ..Ids::new(ids)
+            });
         let answer: Answer = self.send_json(req, "the ack answer").await?;
         Ok(answer.acked)
     }

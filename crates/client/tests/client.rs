@@ -13,7 +13,7 @@ use tributary_client::{
     Backoff, Client, ClientError, HistoryQuery, SubscribeOptions, SubscriptionEvent,
 };
 use tributary_core::{
-    Args, Event, Filter, NewEvent, Timestamp, Topic, TopicConfig, TopicInfo, TopicPattern,
+    AckWait, Args, Event, Filter, NewEvent, Timestamp, Topic, TopicConfig, TopicInfo, TopicPattern,
 };
 
 /// One canned answer.
@@ -521,7 +521,10 @@ async fn group_calls_send_the_documented_requests_and_keep_error_codes() {
         ("8.1", 8)
     );
     assert_eq!(client.ack("work", &["8.1"]).await.unwrap(), 1);
-    let stale = client.ack("work", &["8.1"]).await.unwrap_err();
+    let stale = client
+        .ack_with("work", &["8.1"], AckWait::Applied)
+        .await
+        .unwrap_err();
     assert_eq!(stale.code(), Some("stale_delivery"), "{stale:?}");
     let n = client
         .nack(
@@ -564,6 +567,10 @@ async fn group_calls_send_the_documented_requests_and_keep_error_codes() {
         serde_json::json!({"member": "w-1", "max": 10, "wait_ms": 5000})
     );
     assert_eq!(body(1), serde_json::json!({"delivery_ids": ["8.1"]}));
+    assert_eq!(
+        body(2),
+        serde_json::json!({"delivery_ids": ["8.1"], "durable": false})
+    );
     assert_eq!(
         body(3),
         serde_json::json!({"delivery_ids": ["8.2"], "delay": "1500ms", "reason": "exit status 1"})

@@ -30,6 +30,22 @@ pub enum Ordering {
     None,
 }
 
+/// When an ack is answered. Either way the ack takes effect at once (the event is not
+/// handed out again while the server runs) and is written in the group store's next
+/// batch; what differs is whether the answer waits for that write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AckWait {
+    /// Answer once the ack is durable: a crash after the answer never brings the event
+    /// back. Each ack that waits costs a store commit (an fsync on SQLite), shared by
+    /// the acks that arrive meanwhile.
+    #[default]
+    Durable,
+    /// Answer once the ack is applied, before it is written (as a JetStream ack or a
+    /// Kafka async commit is). A crash within that batch brings the event back once
+    /// more, which at least once allows; a clean shutdown still writes it.
+    Applied,
+}
+
 /// Where a new group starts reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Start {

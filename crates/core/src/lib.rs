@@ -38,7 +38,7 @@ pub use error::{LogError, ValidationError};
 pub use event::{Appended, Args, Event, NewEvent, Position, Timestamp};
 pub use filter::Filter;
 pub use group::{
-    DlqEntry, EventProgress, GroupChange, GroupConfig, GroupStore, GroupStoreError,
+    AckWait, DlqEntry, EventProgress, GroupChange, GroupConfig, GroupStore, GroupStoreError,
     MemoryGroupStore, Ordering, Start, StoredGroup,
 };
 pub use log::{COMMITS_CAPACITY, Commit, CommitStats, Log, ReadQuery, TopicInfo};

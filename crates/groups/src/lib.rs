@@ -11,7 +11,8 @@
 //! - `state`: one group's state machine (deliver, ack, nack, term, expire, leave,
 //!   replay), given `now` on every call.
 //! - `journal`: queues the state's durable changes in order and writes them to the
-//!   [`GroupStore`] in batches; acks and the like wait for their batch.
+//!   [`GroupStore`] in batches; nacks, terms and the like wait for their batch, and so
+//!   do acks unless they ask not to ([`AckWait`]).
 //!
 //! Memory per group is bounded by its window (`GroupsOptions::window` events read ahead
 //! of the committed position) plus its dead-letter queue.
@@ -36,7 +37,7 @@
 //!     println!("{} attempt {}: {}", d.id, d.attempt, d.event.name);
 //! }
 //! let ids: Vec<DeliveryId> = deliveries.iter().map(|d| d.id).collect();
-//! groups.ack("billing", &ids).await?;
+//! groups.ack("billing", &ids, AckWait::Durable).await?;
 //! assert_eq!(groups.info("billing")?.lag, 0);
 //! # Ok(())
 //! # }
@@ -62,6 +63,7 @@ use tributary_core::{
 use journal::{Journal, Ticket};
 use state::State;
 pub use state::Truncation;
+pub use tributary_core::AckWait;
 pub use tributary_core::duration::{format_duration, parse_duration};
 
 /// Tuning for every group.
@@ -442,11 +444,12 @@ impl Groups {
         }
     }
 
-    /// Runs `f` on the group's state and queues its changes; then waits until they are
-    /// durable and wakes pullers and the group's task.
+    /// Runs `f` on the group's state and queues its changes; wakes pullers and the
+    /// group's task; then, for [`AckWait::Durable`], waits until the changes are durable.
     async fn change<T>(
         &self,
         name: &str,
+        wait: AckWait,
         f: impl FnOnce(&mut State, Instant) -> Result<(T, state::Changes), GroupError>,
     ) -> Result<T, GroupError> {
         let group = self.group(name)?;
@@ -460,15 +463,21 @@ impl Groups {
         };
         group.ready.notify_waiters();
         group.wake.notify_one();
-        if !self.journal.wait(ticket).await {
+        if wait == AckWait::Durable && !self.journal.wait(ticket).await {
             return Err(GroupError::Closed);
         }
         Ok(value)
     }
 
-    /// Acks deliveries; all must be current, or nothing changes.
-    pub async fn ack(&self, name: &str, ids: &[DeliveryId]) -> Result<usize, GroupError> {
-        self.change(name, |s, _| {
+    /// Acks deliveries; all must be current, or nothing changes. `wait` says whether
+    /// the answer waits for the ack to be durable.
+    pub async fn ack(
+        &self,
+        name: &str,
+        ids: &[DeliveryId],
+        wait: AckWait,
+    ) -> Result<usize, GroupError> {
+        self.change(name, wait, |s, _| {
             s.check_current(ids)?;
             Ok((ids.len(), s.ack(ids)))
         })
@@ -483,7 +492,7 @@ impl Groups {
         delay: Option<Duration>,
         reason: Option<String>,
     ) -> Result<usize, GroupError> {
-        self.change(name, |s, now| {
+        self.change(name, AckWait::Durable, |s, now| {
             s.check_current(ids)?;
             Ok((ids.len(), s.nack(ids, delay, reason, now)))
         })
@@ -497,7 +506,7 @@ impl Groups {
         ids: &[DeliveryId],
         reason: &str,
     ) -> Result<usize, GroupError> {
-        self.change(name, |s, _| {
+        self.change(name, AckWait::Durable, |s, _| {
             s.check_current(ids)?;
             Ok((ids.len(), s.term(ids, reason)))
         })
@@ -528,7 +537,7 @@ impl Groups {
 
     /// Back into delivery with fresh attempts: `ids`, or every entry when `None`.
     pub async fn replay(&self, name: &str, ids: Option<&[Position]>) -> Result<usize, GroupError> {
-        self.change(name, |s, now| {
+        self.change(name, AckWait::Durable, |s, now| {
             let changes = s.replay(ids, now)?;
             Ok((changes.len(), changes))
         })
@@ -537,8 +546,10 @@ impl Groups {
 
     /// Drops one entry from the dead-letter queue.
     pub async fn discard(&self, name: &str, position: Position) -> Result<(), GroupError> {
-        self.change(name, |s, _| Ok(((), s.discard(position)?)))
-            .await
+        self.change(name, AckWait::Durable, |s, _| {
+            Ok(((), s.discard(position)?))
+        })
+        .await
     }
 
     /// A member with an open stream. When its last stream's guard drops, what it held

@@ -5,25 +5,30 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use tokio::sync::watch;
 use tributary_core::{
-    Args, Filter, GroupConfig, GroupStore, Log, MemoryGroupStore, MemoryLog, NewEvent, Ordering,
-    Start, Topic, TopicPattern,
+    Args, Filter, GroupChange, GroupConfig, GroupStore, GroupStoreError, Log, MemoryGroupStore,
+    MemoryLog, NewEvent, Ordering, Position, Start, StoredGroup, Timestamp, Topic, TopicPattern,
 };
-use tributary_groups::{DeliveryId, GroupError, Groups, GroupsOptions};
+use tributary_groups::{AckWait, DeliveryId, GroupError, Groups, GroupsOptions};
 
 struct World {
     log: Arc<MemoryLog>,
-    store: Arc<MemoryGroupStore>,
+    store: Arc<dyn GroupStore>,
     groups: Arc<Groups>,
 }
 
 impl World {
     async fn new() -> World {
+        World::with_store(Arc::new(MemoryGroupStore::new())).await
+    }
+
+    async fn with_store(store: Arc<dyn GroupStore>) -> World {
         let log = Arc::new(MemoryLog::new());
-        let store = Arc::new(MemoryGroupStore::new());
         let groups = Groups::open(
             log.clone() as Arc<dyn Log>,
-            store.clone() as Arc<dyn GroupStore>,
+            store.clone(),
             GroupsOptions::default(),
         )
         .await
@@ -36,7 +41,7 @@ impl World {
         self.groups.close().await;
         self.groups = Groups::open(
             self.log.clone() as Arc<dyn Log>,
-            self.store.clone() as Arc<dyn GroupStore>,
+            self.store.clone(),
             GroupsOptions::default(),
         )
         .await
@@ -148,7 +153,10 @@ async fn unacked_deliveries_come_back_after_ack_wait_following_the_backoff_then_
             attempt: 1
         }]
     );
-    assert_eq!(w.groups.ack("g", &again).await.unwrap(), 1);
+    assert_eq!(
+        w.groups.ack("g", &again, AckWait::Durable).await.unwrap(),
+        1
+    );
     assert_eq!(w.groups.dlq("g", 0, 100).unwrap().0.len(), 0);
     assert_eq!(w.groups.info("g").unwrap().lag, 0);
 }
@@ -227,7 +235,7 @@ async fn per_key_order_holds_a_key_until_its_event_is_acked_and_spreads_keys() {
     let m2 = w.pull("g", "m2", 10).await;
     assert_eq!(m1.iter().map(|d| d.position).collect::<Vec<_>>(), [1, 3]);
     assert!(m2.is_empty(), "both keys are held by m1");
-    w.groups.ack("g", &m1[..1]).await.unwrap();
+    w.groups.ack("g", &m1[..1], AckWait::Durable).await.unwrap();
     assert_eq!(w.pull("g", "m2", 10).await[0].position, 2);
 
     let mut c = config("free");
@@ -251,14 +259,25 @@ async fn bad_acks_change_nothing() {
         attempt: 1,
     };
     // One bad id in the batch: the good one is not acked either.
-    let err = w.groups.ack("g", &[got[0], never]).await.unwrap_err();
+    let err = w
+        .groups
+        .ack("g", &[got[0], never], AckWait::Durable)
+        .await
+        .unwrap_err();
     assert!(matches!(err, GroupError::StaleDelivery(_)), "{err}");
     assert_eq!(w.groups.info("g").unwrap().in_flight, 2);
-    w.groups.ack("g", &got[..1]).await.unwrap();
-    let twice = w.groups.ack("g", &got[..1]).await.unwrap_err();
+    w.groups
+        .ack("g", &got[..1], AckWait::Durable)
+        .await
+        .unwrap();
+    let twice = w
+        .groups
+        .ack("g", &got[..1], AckWait::Durable)
+        .await
+        .unwrap_err();
     assert!(twice.to_string().contains("already acked"), "{twice}");
     assert!(matches!(
-        w.groups.ack("nope", &got).await,
+        w.groups.ack("nope", &got, AckWait::Durable).await,
         Err(GroupError::NotFound(_))
     ));
     assert!("12".parse::<DeliveryId>().is_err());
@@ -270,9 +289,16 @@ async fn bad_acks_change_nothing() {
     settle().await;
     let again = w.pull("g", "m2", 10).await;
     assert_eq!(again[0].attempt, 2);
-    let stale = w.groups.ack("g", &got[1..]).await.unwrap_err();
+    let stale = w
+        .groups
+        .ack("g", &got[1..], AckWait::Durable)
+        .await
+        .unwrap_err();
     assert!(stale.to_string().contains("delivered again"), "{stale}");
-    assert_eq!(w.groups.ack("g", &again).await.unwrap(), 1);
+    assert_eq!(
+        w.groups.ack("g", &again, AckWait::Durable).await.unwrap(),
+        1
+    );
 
     let mut bad = config("bad name!");
     assert!(matches!(
@@ -325,7 +351,10 @@ async fn state_survives_a_restart() {
     settle().await;
     let got = w.pull("g", "m", 3).await;
     assert_eq!(got.len(), 3);
-    w.groups.ack("g", &got[..1]).await.unwrap();
+    w.groups
+        .ack("g", &got[..1], AckWait::Durable)
+        .await
+        .unwrap();
     w.groups.term("g", &got[2..3], "bad").await.unwrap();
 
     w.restart().await;
@@ -347,7 +376,7 @@ async fn state_survives_a_restart() {
         ],
         "the acked and the parked ones are not delivered again; attempts carry on"
     );
-    w.groups.ack("g", &after).await.unwrap();
+    w.groups.ack("g", &after, AckWait::Durable).await.unwrap();
     assert_eq!(w.groups.info("g").unwrap().committed, 4);
     assert_eq!(w.groups.dlq("g", 0, 10).unwrap().0[0].reason, "bad");
 
@@ -361,6 +390,95 @@ async fn state_survives_a_restart() {
             position: 3,
             attempt: 1
         }]
+    );
+}
+
+/// A store whose writes wait while its gate is shut, as a slow disk's would.
+struct GatedStore {
+    inner: MemoryGroupStore,
+    open: watch::Sender<bool>,
+}
+
+#[async_trait]
+impl GroupStore for GatedStore {
+    async fn load(&self) -> Result<Vec<StoredGroup>, GroupStoreError> {
+        self.inner.load().await
+    }
+
+    async fn create(
+        &self,
+        config: &GroupConfig,
+        committed: Position,
+        created_at: Timestamp,
+    ) -> Result<(), GroupStoreError> {
+        self.inner.create(config, committed, created_at).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<bool, GroupStoreError> {
+        self.inner.delete(name).await
+    }
+
+    async fn apply(&self, changes: Vec<GroupChange>) -> Result<(), GroupStoreError> {
+        let mut open = self.open.subscribe();
+        open.wait_for(|o| *o)
+            .await
+            .expect("the sender lives in the store");
+        self.inner.apply(changes).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_applied_ack_answers_before_the_write_and_a_clean_close_still_writes_it() {
+    let store = Arc::new(GatedStore {
+        inner: MemoryGroupStore::new(),
+        open: watch::Sender::new(true),
+    });
+    let mut w = World::with_store(store.clone()).await;
+    w.groups.create(config("g"), Start::Earliest).await.unwrap();
+    w.publish("jobs.a", 1).await;
+    w.publish("jobs.b", 1).await;
+    settle().await;
+    let got = w.pull("g", "m", 2).await;
+    assert_eq!(got.len(), 2);
+
+    store.open.send_replace(false);
+    let durable = {
+        let groups = w.groups.clone();
+        let id = got[0];
+        tokio::spawn(async move { groups.ack("g", &[id], AckWait::Durable).await })
+    };
+    let applied = tokio::time::timeout(
+        Duration::from_secs(1),
+        w.groups.ack("g", &got[1..], AckWait::Applied),
+    )
+    .await
+    .expect("an applied ack does not wait for the store");
+    assert_eq!(applied.unwrap(), 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!durable.is_finished(), "a durable ack waits for the store");
+    assert_eq!(
+        w.groups.info("g").unwrap().committed,
+        2,
+        "both acks took effect at once"
+    );
+    assert_eq!(
+        store.inner.load().await.unwrap()[0].committed,
+        0,
+        "and neither is written yet"
+    );
+    assert!(
+        w.pull("g", "m", 10).await.is_empty(),
+        "an applied ack is not handed out again"
+    );
+
+    store.open.send_replace(true);
+    assert_eq!(durable.await.unwrap().unwrap(), 1);
+    w.restart().await;
+    assert_eq!(store.inner.load().await.unwrap()[0].committed, 2);
+    settle().await;
+    assert!(
+        w.pull("g", "m", 10).await.is_empty(),
+        "nothing acked comes back after a restart"
     );
 }
 
@@ -450,7 +568,7 @@ async fn per_key_order_with_four_members_and_fifty_keys() {
                     // Recorded before the ack: the key's next event cannot go out
                     // until this ack is applied, so the records are in ack order.
                     acked.lock().push((d.event.topic.to_string(), d.event.seq));
-                    groups.ack("g", &[d.id]).await.unwrap();
+                    groups.ack("g", &[d.id], AckWait::Durable).await.unwrap();
                 }
             }
         }));
@@ -514,7 +632,7 @@ async fn a_group_overtaken_by_retention_says_so_and_goes_on() {
         .await
         .unwrap();
     assert_eq!(removed, 7);
-    w.groups.ack("g", &first).await.unwrap();
+    w.groups.ack("g", &first, AckWait::Durable).await.unwrap();
     settle().await;
 
     let info = w.groups.info("g").unwrap();
@@ -524,7 +642,7 @@ async fn a_group_overtaken_by_retention_says_so_and_goes_on() {
     let mut rest = Vec::new();
     for _ in 0..3 {
         let got = w.pull("g", "m", 10).await;
-        w.groups.ack("g", &got).await.unwrap();
+        w.groups.ack("g", &got, AckWait::Durable).await.unwrap();
         settle().await;
         rest.extend(got.iter().map(|d| d.position));
     }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tributary_core::{Filter, GroupConfig, Ordering, Position, Start};
 use tributary_groups::{
-    Delivery, DeliveryId, GroupError, GroupInfo, Groups, format_duration, parse_duration,
+    AckWait, Delivery, DeliveryId, GroupError, GroupInfo, Groups, format_duration, parse_duration,
 };
 
 use super::stream::remote_addr;
@@ -236,6 +236,9 @@ struct SettleBody {
     delay: Option<String>,
     #[serde(default)]
     reason: Option<String>,
+    /// Acks only: false answers once the ack is applied, before it is written.
+    #[serde(default)]
+    durable: Option<bool>,
 }
 
 impl SettleBody {
@@ -264,6 +267,17 @@ impl SettleBody {
             .collect()
     }
 
+    /// Refuses `durable` where it means nothing: nacks and terms always wait for the
+    /// write.
+    fn no_durable(&self, what: &str) -> Result<(), ApiError> {
+        match self.durable {
+            Some(_) => Err(ApiError::InvalidParameter(format!(
+                "{what} takes no durable: only an ack may answer before it is written"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn reason(&self) -> Result<Option<String>, ApiError> {
         match &self.reason {
             Some(r) if r.len() > MAX_REASON_LEN => Err(ApiError::InvalidParameter(format!(
@@ -282,10 +296,14 @@ pub async fn ack(
     let body: SettleBody = parse_json(&body)?;
     if body.delay.is_some() || body.reason.is_some() {
         return Err(ApiError::InvalidParameter(
-            "an ack takes only delivery_ids".to_owned(),
+            "an ack takes only delivery_ids and durable".to_owned(),
         ));
     }
-    let n = state.groups().ack(&name, &body.ids()?).await?;
+    let wait = match body.durable {
+        Some(false) => AckWait::Applied,
+        Some(true) | None => AckWait::Durable,
+    };
+    let n = state.groups().ack(&name, &body.ids()?, wait).await?;
     Ok(Json(json!({ "acked": n })))
 }
 
@@ -295,6 +313,7 @@ pub async fn nack(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let body: SettleBody = parse_json(&body)?;
+    body.no_durable("a nack")?;
     let delay = body
         .delay
         .as_deref()
@@ -313,6 +332,7 @@ pub async fn term(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let body: SettleBody = parse_json(&body)?;
+    body.no_durable("term")?;
     if body.delay.is_some() {
         return Err(ApiError::InvalidParameter(
             "term takes no delay: the event is parked at once".to_owned(),

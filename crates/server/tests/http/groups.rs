@@ -233,6 +233,17 @@ async fn pull_ack_nack_term_and_the_dead_letter_queue() {
     assert!(metrics.contains("tributary_group_redeliveries_total{group=\"g\"} 1"));
     assert!(metrics.contains("tributary_group_deliveries_total{group=\"g\"} 5"));
     assert!(metrics.contains("tributary_group_lag{group=\"g\"} 1"));
+
+    // An ack that does not wait for the write takes effect as one that does.
+    let (status, body) = s
+        .post(
+            "/api/v1/groups/g/ack",
+            json!({"delivery_ids": ids(&replayed), "durable": false}),
+        )
+        .await;
+    assert_eq!((status, &body), (StatusCode::OK, &json!({"acked": 1})));
+    let (_, g) = s.get("/api/v1/groups/g").await;
+    assert_eq!((&g["in_flight"], &g["lag"]), (&json!(0), &json!(0)));
 }
 
 #[tokio::test]
@@ -538,6 +549,27 @@ async fn bad_input_is_refused_and_changes_nothing() {
             json!({"delivery_ids": ["2.1", "1.1"]}),
             StatusCode::CONFLICT,
             "stale_delivery",
+        ),
+        (
+            "POST",
+            "/api/v1/groups/g/ack",
+            json!({"delivery_ids": ["2.1"], "durable": "no"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/api/v1/groups/g/nack",
+            json!({"delivery_ids": ["2.1"], "durable": false}),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+        ),
+        (
+            "POST",
+            "/api/v1/groups/g/term",
+            json!({"delivery_ids": ["2.1"], "durable": true}),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
         ),
         (
             "POST",
