@@ -604,7 +604,10 @@ impl Groups {
             }
             let log_head = *head.borrow_and_update();
             let mut read_any = false;
-            if room > 0 && cursor < log_head {
+            // A full window refills in reads of some size: an ack that frees one slot
+            // does not cost a log read of one event.
+            let refill = (self.options.window / 4).clamp(1, self.options.read_batch.max(1));
+            if room >= refill && cursor < log_head {
                 let filter = group.state.lock().config.filter.clone();
                 let page = self
                     .log
@@ -652,7 +655,9 @@ impl Groups {
             if read_any {
                 // There may be more to read straight away.
                 let s = group.state.lock();
-                if s.read_cursor < *head.borrow() && s.held() < self.options.window {
+                if s.read_cursor < *head.borrow()
+                    && self.options.window.saturating_sub(s.held()) >= refill
+                {
                     continue;
                 }
             }

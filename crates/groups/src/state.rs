@@ -3,7 +3,7 @@
 //! durable changes each transition makes are returned to the caller, which queues them
 //! in the journal under the same lock.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::time::{Duration, Instant};
@@ -67,6 +67,12 @@ pub(crate) struct State {
     pub window: BTreeMap<Position, Entry>,
     /// Events replayed from the dead-letter queue (at or before `committed`).
     pub replays: BTreeMap<Position, Entry>,
+    /// Every delivery in flight, by deadline: expiring and the group's timer look here,
+    /// so an ack or a pull costs the same with a full window as with an empty one.
+    deadlines: BTreeSet<(Instant, Position)>,
+    /// Events put back with a delay (nack, backoff), by when they are due. Entries that
+    /// have come due are dropped lazily by `expire`; the timer looks only past `now`.
+    delayed: BTreeSet<(Instant, Position)>,
     pub dlq: BTreeMap<Position, DlqEntry>,
     pub members: HashMap<String, Member>,
     /// Progress saved before a restart for events not read back into the window yet.
@@ -98,6 +104,8 @@ impl State {
             read_cursor: committed,
             window: BTreeMap::new(),
             replays: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            delayed: BTreeSet::new(),
             dlq: BTreeMap::new(),
             members: HashMap::new(),
             saved: HashMap::new(),
@@ -252,6 +260,7 @@ impl State {
                 member: member.to_owned(),
                 deadline,
             };
+            self.deadlines.insert((deadline, position));
             self.counters.delivered += 1;
             if entry.attempts > 1 {
                 self.counters.redelivered += 1;
@@ -328,16 +337,18 @@ impl State {
         Ok(())
     }
 
-    /// Takes an entry out of flight, freeing its member's room.
+    /// Takes an entry out of flight, freeing its member's room and dropping its
+    /// deadline; the caller gives it its next status.
     fn land(&mut self, position: Position) -> Option<&mut Entry> {
         let entry = match self.replays.get_mut(&position) {
             Some(e) => e,
             None => self.window.get_mut(&position)?,
         };
-        if let Status::InFlight { member, .. } = &entry.status
-            && let Some(m) = self.members.get_mut(member)
-        {
-            m.in_flight = m.in_flight.saturating_sub(1);
+        if let Status::InFlight { member, deadline } = &entry.status {
+            self.deadlines.remove(&(*deadline, position));
+            if let Some(m) = self.members.get_mut(member) {
+                m.in_flight = m.in_flight.saturating_sub(1);
+            }
         }
         Some(entry)
     }
@@ -395,15 +406,15 @@ impl State {
                 continue;
             }
             let wait = delay.unwrap_or_else(|| backoff.backoff_after(entry.attempts));
-            entry.status = Status::Ready {
-                not_before: now + wait,
-            };
+            let due = now + wait;
+            entry.status = Status::Ready { not_before: due };
             changes.push(GroupChange::Attempted {
                 group,
                 position: id.position,
                 attempts: entry.attempts,
                 reason: reason.clone(),
             });
+            self.delayed.insert((due, id.position));
         }
         changes.extend(self.advance());
         changes
@@ -454,15 +465,17 @@ impl State {
     /// Expired deliveries come back after their backoff, or are parked; returns the
     /// changes and whether anything became due or was parked.
     pub fn expire(&mut self, now: Instant) -> Changes {
-        let expired: Vec<(Position, Instant)> = self
-            .replays
+        while self.delayed.first().is_some_and(|(due, _)| *due <= now) {
+            self.delayed.pop_first();
+        }
+        let mut expired: Vec<(Position, Instant)> = self
+            .deadlines
             .iter()
-            .chain(self.window.iter())
-            .filter_map(|(p, e)| match e.status {
-                Status::InFlight { deadline, .. } if deadline <= now => Some((*p, deadline)),
-                _ => None,
-            })
+            .take_while(|(deadline, _)| *deadline <= now)
+            .map(|(deadline, p)| (*p, *deadline))
             .collect();
+        // Settled in position order, as the window is.
+        expired.sort_unstable();
         let mut changes = Vec::new();
         let ack_wait = self.config.ack_wait;
         for (position, deadline) in expired {
@@ -488,6 +501,7 @@ impl State {
                 entry.status = Status::Ready {
                     not_before: deadline + backoff,
                 };
+                self.delayed.insert((deadline + backoff, position));
             }
         }
         changes.extend(self.advance());
@@ -497,13 +511,18 @@ impl State {
     /// A member left (its last stream closed): its deliveries are due again at once
     /// (parked if they had their last delivery).
     pub fn leave(&mut self, member: &str, now: Instant) -> Changes {
-        let held: Vec<Position> = self
-            .replays
+        let mut held: Vec<Position> = self
+            .deadlines
             .iter()
-            .chain(self.window.iter())
-            .filter(|(_, e)| matches!(&e.status, Status::InFlight { member: m, .. } if m == member))
-            .map(|(p, _)| *p)
+            .map(|(_, p)| *p)
+            .filter(|p| {
+                let entry = self.replays.get(p).or_else(|| self.window.get(p));
+                entry.is_some_and(
+                    |e| matches!(&e.status, Status::InFlight { member: m, .. } if m == member),
+                )
+            })
             .collect();
+        held.sort_unstable();
         let mut changes = Vec::new();
         for position in held {
             let max = self.config.max_deliveries;
@@ -527,15 +546,16 @@ impl State {
 
     /// When something next becomes due or expires, if anything will.
     pub fn next_wake(&self, now: Instant) -> Option<Instant> {
-        self.replays
-            .values()
-            .chain(self.window.values())
-            .filter_map(|e| match e.status {
-                Status::Ready { not_before } if not_before > now => Some(not_before),
-                Status::InFlight { deadline, .. } => Some(deadline),
-                _ => None,
-            })
-            .min()
+        let deadline = self.deadlines.first().map(|(at, _)| *at);
+        let due = self
+            .delayed
+            .range((
+                std::ops::Bound::Excluded((now, Position::MAX)),
+                std::ops::Bound::Unbounded,
+            ))
+            .next()
+            .map(|(at, _)| *at);
+        deadline.into_iter().chain(due).min()
     }
 
     /// Forgets members that hold nothing and have not been seen for a while.
@@ -614,6 +634,11 @@ impl State {
                 unfinished += 1;
             }
         }
+        debug_assert_eq!(
+            in_flight as usize,
+            self.deadlines.len(),
+            "one deadline per delivery in flight"
+        );
         (in_flight, waiting, unfinished)
     }
 }

@@ -21,18 +21,14 @@ struct World {
 
 impl World {
     async fn new() -> World {
-        World::with_store(Arc::new(MemoryGroupStore::new())).await
+        World::with(Arc::new(MemoryGroupStore::new()), GroupsOptions::default()).await
     }
 
-    async fn with_store(store: Arc<dyn GroupStore>) -> World {
+    async fn with(store: Arc<dyn GroupStore>, options: GroupsOptions) -> World {
         let log = Arc::new(MemoryLog::new());
-        let groups = Groups::open(
-            log.clone() as Arc<dyn Log>,
-            store.clone(),
-            GroupsOptions::default(),
-        )
-        .await
-        .unwrap();
+        let groups = Groups::open(log.clone() as Arc<dyn Log>, store.clone(), options)
+            .await
+            .unwrap();
         World { log, store, groups }
     }
 
@@ -433,7 +429,7 @@ async fn an_applied_ack_answers_before_the_write_and_a_clean_close_still_writes_
         inner: MemoryGroupStore::new(),
         open: watch::Sender::new(true),
     });
-    let mut w = World::with_store(store.clone()).await;
+    let mut w = World::with(store.clone(), GroupsOptions::default()).await;
     w.groups.create(config("g"), Start::Earliest).await.unwrap();
     w.publish("jobs.a", 1).await;
     w.publish("jobs.b", 1).await;
@@ -591,6 +587,36 @@ async fn per_key_order_with_four_members_and_fifty_keys() {
         );
     }
     assert_eq!(w.groups.info("g").unwrap().lag, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_window_refills_as_acks_free_it_and_everything_is_delivered_in_order() {
+    // A window of 8 refills once a quarter of it is free, not on every ack.
+    let options = GroupsOptions {
+        window: 8,
+        read_batch: 500,
+    };
+    let w = World::with(Arc::new(MemoryGroupStore::new()), options).await;
+    let mut c = config("g");
+    c.ordering = Ordering::None;
+    w.groups.create(c, Start::Earliest).await.unwrap();
+    w.publish("jobs.a", 21).await;
+    settle().await;
+    let mut acked = Vec::new();
+    for _ in 0..100 {
+        let got = w.pull("g", "m", 3).await;
+        if got.is_empty() {
+            break;
+        }
+        for id in got {
+            w.groups.ack("g", &[id], AckWait::Applied).await.unwrap();
+            acked.push(id.position);
+            settle().await;
+        }
+    }
+    assert_eq!(acked, (1..=21).collect::<Vec<_>>());
+    let info = w.groups.info("g").unwrap();
+    assert_eq!((info.committed, info.lag, info.in_flight), (21, 0, 0));
 }
 
 #[tokio::test(start_paused = true)]
