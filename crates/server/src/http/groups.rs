@@ -14,9 +14,9 @@ use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::stream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tributary_core::{Filter, GroupConfig, Ordering, Position, Start};
+use tributary_core::{Event, Filter, GroupConfig, Ordering, Position, Start};
 use tributary_groups::{
     AckWait, Delivery, DeliveryId, GroupError, GroupInfo, Groups, format_duration, parse_duration,
 };
@@ -173,8 +173,29 @@ fn info_json(i: &GroupInfo) -> Value {
     })
 }
 
-fn delivery_json(d: &Delivery) -> Value {
-    json!({ "delivery_id": d.id.to_string(), "attempt": d.attempt, "event": &*d.event })
+/// A delivery as pulls and group streams send it. Serialized straight from the event:
+/// going through a `serde_json::Value` first cost a fifth of the server's CPU when
+/// members pulled in batches of 100 (every field a map entry, the args parsed again).
+#[derive(Serialize)]
+struct DeliveryJson<'a> {
+    attempt: u32,
+    delivery_id: String,
+    event: &'a Event,
+}
+
+impl<'a> From<&'a Delivery> for DeliveryJson<'a> {
+    fn from(d: &'a Delivery) -> Self {
+        DeliveryJson {
+            attempt: d.attempt,
+            delivery_id: d.id.to_string(),
+            event: &d.event,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Pulled<'a> {
+    deliveries: Vec<DeliveryJson<'a>>,
 }
 
 fn check_member(member: &str) -> Result<(), ApiError> {
@@ -200,7 +221,7 @@ pub async fn pull(
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let body: PullBody = parse_json(&body)?;
     check_member(&body.member)?;
     let max = body.max.unwrap_or(10);
@@ -221,8 +242,10 @@ pub async fn pull(
         // A long poll ends early at shutdown, empty, so the client polls again later.
         () = state.drained() => Vec::new(),
     };
-    let deliveries: Vec<Value> = pulled.iter().map(delivery_json).collect();
-    Ok(Json(json!({ "deliveries": deliveries })))
+    Ok(Json(Pulled {
+        deliveries: pulled.iter().map(DeliveryJson::from).collect(),
+    })
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -508,7 +531,10 @@ pub async fn stream(
                 let mut out = String::new();
                 for d in &deliveries {
                     out.push_str("data: ");
-                    out.push_str(&delivery_json(d).to_string());
+                    out.push_str(
+                        &serde_json::to_string(&DeliveryJson::from(d))
+                            .expect("a delivery always serializes"),
+                    );
                     out.push_str("\n\n");
                 }
                 Some((Bytes::from(out), Some((st, None))))
