@@ -3,12 +3,15 @@
 //! Changes are queued under the group's lock, so the journal sees them in the order the
 //! group made them, and one flusher task applies whatever has queued up in one store
 //! call (group commit: one transaction however many members acked meanwhile). A caller
-//! that must not answer before its change is durable (ack, nack, term, replay, discard)
-//! waits for the batch its change went into.
+//! that must not answer before its change is durable (a durable ack, nack, term,
+//! replay, discard) waits for the batch its change went into, and the flusher writes at
+//! once. Changes nobody waits for (deliveries, applied acks) gather for up to [`LINGER`]
+//! first: one commit, and on SQLite one fsync, per few milliseconds rather than per
+//! request.
 //!
-//! Memory stays bounded without a bounded queue: deliveries (the changes nobody waits
-//! for) are capped by the members' `max_in_flight`, and everything that frees room for
-//! more deliveries waits for a flush.
+//! Memory stays bounded without a bounded queue: deliveries are capped by the members'
+//! `max_in_flight`, and what frees room for more deliveries either waits for a flush or,
+//! for an applied ack, waits too once [`MAX_UNWRITTEN`] changes are queued.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +21,19 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tributary_core::{GroupChange, GroupStore};
 
+/// How long changes nobody waits for may gather before the flusher writes them; also the
+/// most an applied ack stays unwritten while the store keeps up.
+pub(crate) const LINGER: Duration = Duration::from_millis(5);
+
+/// Queued changes beyond which an applied ack waits for its batch like a durable one:
+/// while the store is slow or failing, acks cannot run ahead of it without bound.
+pub(crate) const MAX_UNWRITTEN: usize = 10_000;
+
 pub(crate) struct Journal {
     queue: Mutex<Queue>,
     kick: Notify,
+    /// Someone waits for a batch: write without lingering.
+    urgent: Notify,
     /// The number of the last batch the store has made durable, and whether the
     /// journal has stopped (nothing queued after that will be written).
     flushed: watch::Sender<(u64, bool)>,
@@ -44,6 +57,7 @@ impl Journal {
                 batch: 1,
             }),
             kick: Notify::new(),
+            urgent: Notify::new(),
             flushed: watch::Sender::new((0, false)),
         })
     }
@@ -63,9 +77,17 @@ impl Journal {
         self.push([])
     }
 
+    /// Changes queued and not yet taken by the flusher.
+    pub fn queued(&self) -> usize {
+        self.queue.lock().changes.len()
+    }
+
     /// Waits until the ticket's batch is durable; false if the journal stopped first.
     pub async fn wait(&self, ticket: Ticket) -> bool {
         let mut flushed = self.flushed.subscribe();
+        if flushed.borrow().0 < ticket.0 {
+            self.urgent.notify_one();
+        }
         match flushed
             .wait_for(|(done, stopped)| *done >= ticket.0 || *stopped)
             .await
@@ -113,6 +135,13 @@ impl Journal {
             }
             tokio::select! {
                 () = self.kick.notified() => {}
+                () = stop.cancelled() => {}
+            }
+            // A permit left by a waiter whose batch was written meanwhile ends this
+            // early: one write sooner, nothing worse.
+            tokio::select! {
+                () = self.urgent.notified() => {}
+                () = tokio::time::sleep(LINGER) => {}
                 () = stop.cancelled() => {}
             }
         }

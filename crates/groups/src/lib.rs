@@ -463,7 +463,8 @@ impl Groups {
         };
         group.ready.notify_waiters();
         group.wake.notify_one();
-        if wait == AckWait::Durable && !self.journal.wait(ticket).await {
+        let must_wait = wait == AckWait::Durable || self.journal.queued() > journal::MAX_UNWRITTEN;
+        if must_wait && !self.journal.wait(ticket).await {
             return Err(GroupError::Closed);
         }
         Ok(value)

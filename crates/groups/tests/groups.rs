@@ -590,6 +590,47 @@ async fn per_key_order_with_four_members_and_fifty_keys() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn applied_acks_wait_once_the_store_falls_far_behind() {
+    let store = Arc::new(GatedStore {
+        inner: MemoryGroupStore::new(),
+        open: watch::Sender::new(true),
+    });
+    let w = World::with(store.clone(), GroupsOptions::default()).await;
+    let mut c = config("g");
+    c.ordering = Ordering::None;
+    w.groups.create(c, Start::Earliest).await.unwrap();
+    // Each event makes at least two changes (delivered, acked): 5,000 events make more
+    // than the journal lets applied acks run ahead of the store.
+    w.publish("jobs.a", 5000).await;
+    settle().await;
+    store.open.send_replace(false);
+    let mut blocked = None;
+    'pulling: for _ in 0..100 {
+        let got = w.pull("g", "m", 100).await;
+        for id in got {
+            let groups = w.groups.clone();
+            let mut ack =
+                tokio::spawn(async move { groups.ack("g", &[id], AckWait::Applied).await });
+            if tokio::time::timeout(Duration::from_secs(1), &mut ack)
+                .await
+                .is_err()
+            {
+                blocked = Some((id, ack));
+                break 'pulling;
+            }
+        }
+    }
+    let (id, ack) = blocked.expect("an applied ack waited for the stuck store");
+    assert!(id.position < 5000, "it waited at {id} of 5000");
+    store.open.send_replace(true);
+    assert_eq!(
+        ack.await.unwrap().unwrap(),
+        1,
+        "and is answered once the store catches up"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_full_window_refills_as_acks_free_it_and_everything_is_delivered_in_order() {
     // A window of 8 refills once a quarter of it is free, not on every ack.
     let options = GroupsOptions {
