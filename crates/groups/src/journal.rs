@@ -108,7 +108,7 @@ impl Journal {
                 let mut q = self.queue.lock();
                 let batch = q.batch;
                 q.batch += 1;
-                (std::mem::take(&mut q.changes), batch)
+                (coalesce(std::mem::take(&mut q.changes)), batch)
             };
             let mut tries = 0;
             while !changes.is_empty() {
@@ -149,5 +149,80 @@ impl Journal {
 
     fn stopped(&self) {
         self.flushed.send_modify(|(_, stopped)| *stopped = true);
+    }
+}
+
+/// One `Committed` per group per batch, the highest, after the group's other changes:
+/// an ack per event moves the committed position every time, and each move is a store
+/// update and a delete of the progress rows it passed.
+///
+/// Writing only the last is the same state: a move drops the non-replayed progress rows
+/// at or before it, and no later change in the batch makes such a row again. Rows an
+/// event gets after the committed position passed it are replayed rows (a `Replayed`
+/// comes first), which a move keeps; `Parked`, `Forget` and `Discarded` remove rows or
+/// dead-letter entries whatever the committed position is.
+fn coalesce(changes: Vec<GroupChange>) -> Vec<GroupChange> {
+    let mut highest: Vec<(String, u64)> = Vec::new();
+    let mut out = Vec::with_capacity(changes.len());
+    for change in changes {
+        match change {
+            GroupChange::Committed { group, committed } => {
+                match highest.iter_mut().find(|(g, _)| *g == group) {
+                    Some((_, c)) => *c = (*c).max(committed),
+                    None => highest.push((group, committed)),
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out.extend(
+        highest
+            .into_iter()
+            .map(|(group, committed)| GroupChange::Committed { group, committed }),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed(group: &str, committed: u64) -> GroupChange {
+        GroupChange::Committed {
+            group: group.into(),
+            committed,
+        }
+    }
+
+    fn acked(group: &str, position: u64) -> GroupChange {
+        GroupChange::Acked {
+            group: group.into(),
+            position,
+        }
+    }
+
+    #[test]
+    fn a_batch_keeps_its_order_and_one_highest_commit_per_group() {
+        let batch = vec![
+            acked("a", 1),
+            committed("a", 1),
+            acked("b", 7),
+            acked("a", 2),
+            committed("a", 2),
+            committed("b", 7),
+            acked("a", 3),
+        ];
+        assert_eq!(
+            coalesce(batch),
+            [
+                acked("a", 1),
+                acked("b", 7),
+                acked("a", 2),
+                acked("a", 3),
+                committed("a", 2),
+                committed("b", 7),
+            ]
+        );
+        assert_eq!(coalesce(vec![acked("a", 1)]), [acked("a", 1)]);
     }
 }
