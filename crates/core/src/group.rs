@@ -41,7 +41,7 @@ pub enum AckWait {
     #[default]
     Durable,
     /// Answer once the ack is applied, before it is written (as a JetStream ack or a
-    /// Kafka async commit is). A crash within that batch brings the event back once
+    /// Kafka async commit is). A crash before the write brings the event back once
     /// more, which at least once allows; a clean shutdown still writes it.
     Applied,
 }
