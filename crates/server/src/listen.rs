@@ -211,7 +211,6 @@ fn catch_up_runtime() -> Option<&'static tokio::runtime::Runtime> {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(cores)
                 .thread_name("tributary-catch-up")
-                .on_thread_start(lower_priority)
                 .enable_all()
                 .build()
                 .inspect_err(|e| {
@@ -221,26 +220,6 @@ fn catch_up_runtime() -> Option<&'static tokio::runtime::Runtime> {
         })
         .as_ref()
 }
-
-/// The nice value of the catch-up threads (the main runtime's stay at 0).
-#[cfg(target_os = "linux")]
-const CATCH_UP_NICE: i32 = 10;
-
-/// Runs on every catch-up thread (workers and the blocking pool that reads SQLite for
-/// them). Sharing the cores fairly still left a live delivery waiting out a catch-up
-/// thread's time slice (S5: live p99 2.4-2.6x with a hundred readers catching up);
-/// at a lower priority the kernel runs the main runtime first whenever it has work,
-/// and the catch-up threads take every cycle it leaves.
-#[cfg(target_os = "linux")]
-fn lower_priority() {
-    let thread = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(thread), CATCH_UP_NICE) {
-        tracing::debug!(error = %e, "could not lower a catch-up thread's priority");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
 
 /// Serves a lean request on `runtime`, and waits for it here so that a graceful
 /// shutdown, which waits for this task, waits for it too. The socket moves to the
