@@ -395,6 +395,16 @@ struct GatedStore {
     open: watch::Sender<bool>,
 }
 
+impl GatedStore {
+    /// An empty store, writing until its gate is shut.
+    fn open() -> Arc<GatedStore> {
+        Arc::new(GatedStore {
+            inner: MemoryGroupStore::new(),
+            open: watch::Sender::new(true),
+        })
+    }
+}
+
 #[async_trait]
 impl GroupStore for GatedStore {
     async fn load(&self) -> Result<Vec<StoredGroup>, GroupStoreError> {
@@ -425,10 +435,7 @@ impl GroupStore for GatedStore {
 
 #[tokio::test(start_paused = true)]
 async fn an_applied_ack_answers_before_the_write_and_a_clean_close_still_writes_it() {
-    let store = Arc::new(GatedStore {
-        inner: MemoryGroupStore::new(),
-        open: watch::Sender::new(true),
-    });
+    let store = GatedStore::open();
     let mut w = World::with(store.clone(), GroupsOptions::default()).await;
     w.groups.create(config("g"), Start::Earliest).await.unwrap();
     w.publish("jobs.a", 1).await;
@@ -591,10 +598,7 @@ async fn per_key_order_with_four_members_and_fifty_keys() {
 
 #[tokio::test(start_paused = true)]
 async fn applied_acks_wait_once_the_store_falls_far_behind() {
-    let store = Arc::new(GatedStore {
-        inner: MemoryGroupStore::new(),
-        open: watch::Sender::new(true),
-    });
+    let store = GatedStore::open();
     let w = World::with(store.clone(), GroupsOptions::default()).await;
     let mut c = config("g");
     c.ordering = Ordering::None;
