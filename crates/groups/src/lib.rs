@@ -672,7 +672,10 @@ impl Groups {
                 () = group.stop.cancelled() => return,
                 () = group.wake.notified() => {}
                 changed = head.changed() => if changed.is_err() { return },
-                () = sleep => {}
+                // A deadline passed or a delay ran out: what became due goes to the
+                // pullers waiting now (a pull settles passed deadlines itself), not
+                // at their next poll.
+                () = sleep => group.ready.notify_waiters(),
             }
         }
     }

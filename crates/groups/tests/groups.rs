@@ -158,6 +158,26 @@ async fn unacked_deliveries_come_back_after_ack_wait_following_the_backoff_then_
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_waiting_pull_gets_a_redelivery_when_it_falls_due() {
+    let w = World::new().await;
+    w.groups.create(config("g"), Start::Earliest).await.unwrap();
+    w.publish("jobs.a", 1).await;
+    settle().await;
+    assert_eq!(w.pull("g", "m1", 1).await.len(), 1);
+    let start = tokio::time::Instant::now();
+    // Never acked: it expires after ack_wait (10 s) and is due 1 s later (the backoff);
+    // a pull waiting a minute gets it then, not when its wait ends.
+    let got = w
+        .groups
+        .pull("g", "m2", 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].attempt, 2);
+    assert_eq!(start.elapsed(), Duration::from_secs(11));
+}
+
+#[tokio::test(start_paused = true)]
 async fn nack_waits_its_delay_and_the_last_nack_parks_with_its_reason() {
     let w = World::new().await;
     let mut c = config("g");
