@@ -494,6 +494,13 @@ pub async fn replayed_returns_an_entry_to_delivery(store: Arc<dyn GroupStore>) {
     .await;
     let g = load_one(&store, "g").await;
     assert_eq!(g.progress[1], replayed(20));
+
+    // Acked while still ahead of the committed position (it was parked ahead of it), a
+    // replayed event is settled once the position passes it; the unacked one stays.
+    apply(&store, vec![acked("g", 20), committed("g", 25)]).await;
+    let g = load_one(&store, "g").await;
+    assert_eq!(g.progress.len(), 1, "{:?}", g.progress);
+    assert_eq!(g.progress[0].position, 3);
 }
 
 pub async fn discarded_drops_a_dlq_entry(store: Arc<dyn GroupStore>) {

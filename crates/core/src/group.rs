@@ -207,7 +207,7 @@ pub enum GroupChange {
     /// Acked beyond the committed position (an out-of-order ack).
     Acked { group: String, position: Position },
     /// The committed position moved: progress rows at or before it are dropped, except
-    /// replayed ones.
+    /// replayed ones not acked yet.
     Committed { group: String, committed: Position },
     /// A replayed event is done: drop its progress row.
     Forget { group: String, position: Position },
@@ -366,7 +366,8 @@ fn apply_change(g: &mut StoredGroup, change: GroupChange) {
         GroupChange::Committed { committed, .. } => {
             g.committed = g.committed.max(committed);
             let c = g.committed;
-            g.progress.retain(|p| p.position > c || p.replayed);
+            g.progress
+                .retain(|p| p.position > c || (p.replayed && !p.acked));
         }
         GroupChange::Forget { position, .. } => {
             g.progress.retain(|p| p.position != position);

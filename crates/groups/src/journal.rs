@@ -156,8 +156,9 @@ impl Journal {
 /// an ack per event moves the committed position every time, and each move is a store
 /// update and a delete of the progress rows it passed.
 ///
-/// Writing only the last is the same state: a move drops the non-replayed progress rows
-/// at or before it, and no later change in the batch makes such a row again. Rows an
+/// Writing only the last is the same state: a move drops the settled progress rows at or
+/// before it (not replayed, or acked), and no later change in the batch makes such a row
+/// again. Rows an
 /// event gets after the committed position passed it are replayed rows (a `Replayed`
 /// comes first), which a move keeps; `Parked`, `Forget` and `Discarded` remove rows or
 /// dead-letter entries whatever the committed position is.

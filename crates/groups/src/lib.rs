@@ -232,7 +232,10 @@ impl Groups {
         for g in stored {
             let mut state = State::new(g.config.clone(), g.committed);
             for p in g.progress {
-                if p.replayed {
+                // A replayed event that was acked is done: one at or before the
+                // committed position (kept by a store written before commits dropped
+                // such rows) is passed over, one ahead of it is read back as acked.
+                if p.replayed && !p.acked {
                     // Its event is read back by position; it may be gone from the log
                     // (retention), in which case there is nothing left to deliver.
                     if let Some(event) = groups.event_at(p.position).await? {

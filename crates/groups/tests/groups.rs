@@ -506,6 +506,33 @@ async fn an_applied_ack_answers_before_the_write_and_a_clean_close_still_writes_
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_event_replayed_ahead_of_the_committed_position_and_acked_stays_done() {
+    let mut w = World::new().await;
+    w.groups.create(config("g"), Start::Earliest).await.unwrap();
+    w.publish("jobs.a", 1).await; // 1: held in flight, so 2 is parked ahead of it
+    w.publish("jobs.b", 1).await; // 2
+    settle().await;
+    let got = w.pull("g", "m", 2).await;
+    w.groups.term("g", &got[1..], "bad").await.unwrap();
+    w.groups.replay("g", Some(&[2])).await.unwrap();
+    let again = w.pull("g", "m", 10).await;
+    assert_eq!(again.iter().map(|d| d.position).collect::<Vec<_>>(), [2]);
+    w.groups.ack("g", &again, AckWait::Durable).await.unwrap();
+    w.groups
+        .ack("g", &got[..1], AckWait::Durable)
+        .await
+        .unwrap();
+    assert_eq!(w.groups.info("g").unwrap().committed, 2);
+
+    w.restart().await;
+    settle().await;
+    assert!(
+        w.pull("g", "m", 10).await.is_empty(),
+        "nothing acked comes back after a restart"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn start_latest_skips_history_and_start_after_a_position_skips_to_it() {
     let w = World::new().await;
     w.publish("jobs.a", 5).await;

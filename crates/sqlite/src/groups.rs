@@ -310,7 +310,7 @@ fn apply_change(tx: &Transaction<'_>, id: i64, change: GroupChange) -> rusqlite:
             .execute(params![id, committed])?;
             tx.prepare_cached(
                 "DELETE FROM group_progress
-                 WHERE group_id = ?1 AND replayed = 0
+                 WHERE group_id = ?1 AND (replayed = 0 OR acked = 1)
                    AND position <= (SELECT committed FROM consumer_groups WHERE id = ?1)",
             )?
             .execute([id])?;
