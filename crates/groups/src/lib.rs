@@ -590,6 +590,9 @@ impl Groups {
     /// the next deadline to expire deliveries and release backoffs.
     async fn run_group(self: Arc<Self>, group: Arc<Group>) {
         let mut head = self.log.head();
+        // A full window refills in reads of some size: an ack that frees one slot does
+        // not cost a log read of one event.
+        let refill = (self.options.window / 4).clamp(1, self.options.read_batch.max(1));
         loop {
             if group.stop.is_cancelled() {
                 return;
@@ -608,9 +611,6 @@ impl Groups {
             }
             let log_head = *head.borrow_and_update();
             let mut read_any = false;
-            // A full window refills in reads of some size: an ack that frees one slot
-            // does not cost a log read of one event.
-            let refill = (self.options.window / 4).clamp(1, self.options.read_batch.max(1));
             if room >= refill && cursor < log_head {
                 let filter = group.state.lock().config.filter.clone();
                 let page = self
