@@ -684,12 +684,12 @@ pub async fn run(cfg: &Config, _clock: Clock) -> Result<ScenarioReport, BenchErr
             "ratio_events_per_s": ratio_json(
                 "tributary-ack-applied / nats events/s",
                 ratio_of(System::TributaryApplied),
-                Some(GOAL),
+                System::TributaryApplied.goal(),
             ),
             "ratio_events_per_s_durable_acks": ratio_json(
                 "tributary / nats events/s",
                 ratio_of(System::Tributary),
-                None,
+                System::Tributary.goal(),
             ),
         }));
     }
