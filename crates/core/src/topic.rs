@@ -101,6 +101,9 @@ enum Token {
 pub struct TopicPattern {
     raw: String,
     tokens: Vec<Token>,
+    /// No wildcard. Kept because a live stream asks `matches` once per event per
+    /// subscriber, and for an exact pattern that is one string comparison.
+    exact: bool,
 }
 
 impl TopicPattern {
@@ -133,7 +136,8 @@ impl TopicPattern {
             };
             tokens.push(token);
         }
-        Ok(TopicPattern { raw, tokens })
+        let exact = tokens.iter().all(|t| matches!(t, Token::Literal(_)));
+        Ok(TopicPattern { raw, tokens, exact })
     }
 
     pub fn as_str(&self) -> &str {
@@ -142,7 +146,7 @@ impl TopicPattern {
 
     /// True when the pattern has no wildcard, so it names exactly one topic.
     pub fn is_exact(&self) -> bool {
-        self.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
+        self.exact
     }
 
     /// The literal tokens before the first wildcard, joined with dots and followed by a
@@ -165,6 +169,9 @@ impl TopicPattern {
     }
 
     pub fn matches(&self, topic: &str) -> bool {
+        if self.exact {
+            return topic == self.raw;
+        }
         let mut parts = topic.split('.');
         for token in &self.tokens {
             match token {
@@ -250,6 +257,23 @@ mod tests {
         assert!(p("a").matches("a"));
         assert!(!p("a").matches("a.b"));
         assert!(!p("a.b").matches("a"));
+    }
+
+    #[test]
+    fn exact_patterns_match_only_their_own_topic() {
+        let exact = p("orders.eu.created");
+        assert!(exact.is_exact());
+        assert!(exact.matches("orders.eu.created"));
+        for other in [
+            "orders.eu",
+            "orders.eu.created.x",
+            "orders.eu.createdx",
+            "orders.EU.created",
+        ] {
+            assert!(!exact.matches(other), "{other:?}");
+        }
+        assert!(!p("orders.*").is_exact());
+        assert!(!p("orders.>").is_exact());
     }
 
     #[test]

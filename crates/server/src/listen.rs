@@ -461,7 +461,7 @@ fn push_frame(
         Some(Ok(data)) => {
             if chunked {
                 out.reserve(data.len() + 12);
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                push_chunk_size(out, data.len());
                 out.extend_from_slice(&data);
                 out.extend_from_slice(b"\r\n");
             } else {
@@ -478,6 +478,17 @@ fn push_frame(
             Ok(false)
         }
     }
+}
+
+/// Appends `len` in hex and the CRLF that ends a chunk-size line, with no allocation
+/// (this runs once per delivered frame).
+fn push_chunk_size(out: &mut Vec<u8>, len: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out.push(HEX[(len >> (i * 4)) & 0xf]);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Resolves when the client closes its side or the connection fails. What it sends
@@ -604,6 +615,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_sizes_are_written_as_hex() {
+        for len in [0usize, 1, 9, 10, 15, 16, 255, 256, 4095, 65_536, 1 << 40] {
+            let mut out = b"x".to_vec();
+            push_chunk_size(&mut out, len);
+            assert_eq!(out, format!("x{len:x}\r\n").into_bytes(), "{len}");
+        }
+    }
 
     #[test]
     fn stream_paths_are_matched_by_shape() {
