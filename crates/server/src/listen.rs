@@ -483,12 +483,8 @@ fn push_frame(
 /// Appends `len` in hex and the CRLF that ends a chunk-size line, with no allocation
 /// (this runs once per delivered frame).
 fn push_chunk_size(out: &mut Vec<u8>, len: usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1);
-    for i in (0..digits).rev() {
-        out.push(HEX[(len >> (i * 4)) & 0xf]);
-    }
-    out.extend_from_slice(b"\r\n");
+    use std::io::Write as _;
+    write!(out, "{len:x}\r\n").expect("writing to a Vec cannot fail");
 }
 
 /// Resolves when the client closes its side or the connection fails. What it sends
