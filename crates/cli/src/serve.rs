@@ -16,7 +16,7 @@ use clap::Args;
 use serde::{Deserialize, Deserializer};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tributary_server::Config;
+use tributary_server::{CatchUpPriority, Config};
 use tributary_sqlite::{SqliteLog, SqliteOptions, Synchronous};
 
 const DEFAULT_ADDR: &str = "127.0.0.1:7070";
@@ -73,6 +73,11 @@ pub struct ServeArgs {
     /// [default: 1000]
     #[arg(long, env = "TRIBUTARY_RETENTION_BATCH", value_name = "N")]
     retention_batch: Option<usize>,
+    /// Scheduling of the threads that send history to streams catching up: `idle`
+    /// (Linux SCHED_IDLE: live deliveries and publishes take the core from them at
+    /// once) or `normal` (an even share) [default: idle]
+    #[arg(long, env = "TRIBUTARY_CATCH_UP_PRIORITY", value_name = "PRIORITY")]
+    catch_up_priority: Option<CatchUpPriority>,
 }
 
 /// The config file: every key optional, unknown keys refused.
@@ -81,7 +86,7 @@ pub struct ServeArgs {
 struct FileConfig {
     addr: Option<String>,
     data: Option<PathBuf>,
-    #[serde(default, deserialize_with = "synchronous_from_str")]
+    #[serde(default, deserialize_with = "from_str")]
     synchronous: Option<Synchronous>,
     max_event_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
@@ -93,9 +98,17 @@ struct FileConfig {
     max_connections: Option<usize>,
     retention_interval_secs: Option<u64>,
     retention_batch: Option<usize>,
+    #[serde(default, deserialize_with = "from_str")]
+    catch_up_priority: Option<CatchUpPriority>,
 }
 
-fn synchronous_from_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Synchronous>, D::Error> {
+/// A string key parsed with the type's `FromStr`, so the file refuses what the flag does.
+fn from_str<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
     let Some(text) = Option::<String>::deserialize(d)? else {
         return Ok(None);
     };
@@ -208,6 +221,9 @@ impl Settings {
         )? {
             server.retention.batch = v;
         }
+        if let Some(p) = args.catch_up_priority.or(file.catch_up_priority) {
+            server.catch_up_priority = p;
+        }
         Ok(Settings {
             addr,
             data,
@@ -257,6 +273,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_connections = server.max_connections,
         retention_interval = ?server.retention.interval,
         retention_batch = server.retention.batch,
+        catch_up_priority = %server.catch_up_priority,
         "starting"
     );
     {
@@ -353,6 +370,7 @@ mod tests {
             file.max_connections.is_some(),
             file.retention_interval_secs.is_some(),
             file.retention_batch.is_some(),
+            file.catch_up_priority.is_some(),
         ];
         assert!(every_key.iter().all(|&k| k), "{file:?}");
 
@@ -372,6 +390,8 @@ mod tests {
         assert_eq!(a.tail.max_bytes, b.tail.max_bytes);
         assert_eq!(a.retention.interval, b.retention.interval);
         assert_eq!(a.retention.batch, b.retention.batch);
+        assert_eq!(a.catch_up_priority, b.catch_up_priority);
+        assert_eq!(b.catch_up_priority, Config::default().catch_up_priority);
         assert_eq!(
             b.retention.interval,
             tributary_core::RetentionOptions::default().interval
@@ -418,6 +438,18 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("heartbeat_secs must be at least 1"));
         assert!(Cli::try_parse_from(["serve", "--synchronous", "off"]).is_err());
+        let e = FileConfig::parse("catch_up_priority = \"low\"\n").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("unknown catch-up priority"),
+            "{e:#}"
+        );
+        assert!(Cli::try_parse_from(["serve", "--catch-up-priority", "low"]).is_err());
+        let s = Settings::resolve(
+            &args(&["--catch-up-priority", "normal"]),
+            &FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(s.server.catch_up_priority, CatchUpPriority::Normal);
         let e = FileConfig::load(Path::new("/nonexistent/tributary.toml")).unwrap_err();
         assert!(format!("{e:#}").contains("reading config file"), "{e:#}");
     }

@@ -5,6 +5,7 @@ mod e2e {
     pub mod harness;
 
     mod bad_input;
+    mod catch_up;
     mod cli;
     mod durability;
     mod groups;

@@ -25,6 +25,49 @@ pub struct Config {
     pub max_connections: usize,
     /// How often topic retention runs, and how many events it removes per write.
     pub retention: RetentionOptions,
+    /// The scheduling class of the threads that send history to streams catching up.
+    pub catch_up_priority: CatchUpPriority,
+}
+
+/// How the kernel weighs the catch-up threads against the rest of the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CatchUpPriority {
+    /// Linux `SCHED_IDLE`: they run on what the rest of the server leaves, and a live
+    /// delivery or a publish that wakes up takes the core from them at once. Under a
+    /// load that keeps every core busy, catching up waits.
+    #[default]
+    Idle,
+    /// The same class as every other thread: catching up and live work share the cores
+    /// evenly, and live deliveries wait their turn (S5 in docs/benchmarks.md).
+    Normal,
+}
+
+/// A catch-up priority other than `idle` or `normal`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown catch-up priority {0:?} (expected \"idle\" or \"normal\")")]
+pub struct ParseCatchUpPriorityError(pub String);
+
+impl std::str::FromStr for CatchUpPriority {
+    type Err = ParseCatchUpPriorityError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("idle") {
+            Ok(CatchUpPriority::Idle)
+        } else if s.eq_ignore_ascii_case("normal") {
+            Ok(CatchUpPriority::Normal)
+        } else {
+            Err(ParseCatchUpPriorityError(s.to_owned()))
+        }
+    }
+}
+
+impl std::fmt::Display for CatchUpPriority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CatchUpPriority::Idle => "idle",
+            CatchUpPriority::Normal => "normal",
+        })
+    }
 }
 
 impl Default for Config {
@@ -38,6 +81,7 @@ impl Default for Config {
             tail: TailConfig::default(),
             max_connections: 10_000,
             retention: RetentionOptions::default(),
+            catch_up_priority: CatchUpPriority::default(),
         }
     }
 }

@@ -37,6 +37,6 @@ pub mod metrics;
 pub mod shutdown;
 
 pub use app::{AppState, router};
-pub use config::Config;
+pub use config::{CatchUpPriority, Config};
 pub use error::{ApiError, ServerError};
 pub use shutdown::serve;

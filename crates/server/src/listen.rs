@@ -23,7 +23,10 @@
 //! An event stream that starts behind the head (`catches_up`) is served on a runtime
 //! of its own (`catch_up_runtime`): it has history to send as fast as the socket takes
 //! it, and a hundred such streams on the main runtime kept publishes and live deliveries
-//! waiting behind them for seconds. On threads of their own, the kernel shares the cores.
+//! waiting behind them for seconds. On threads of their own, the kernel shares the cores;
+//! in `SCHED_IDLE` (the default [`CatchUpPriority`]) it also hands the core to the main
+//! runtime as soon as that wakes. Once such a stream has sent `caught-up`, its socket
+//! and the rest of its body move back to the main runtime (`CatchUpHandoff`).
 //!
 //! Every connection task is tracked, so that a graceful shutdown can wait for them; on
 //! `stop`, hyper connections are told to finish their request in flight and close, and
@@ -32,11 +35,13 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::body::{Body, HttpBody};
+use axum::body::{Body, BodyDataStream, HttpBody};
 use axum::extract::ConnectInfo;
 use axum::http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING, UPGRADE};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -47,6 +52,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use crate::config::CatchUpPriority;
+use crate::metrics::Metrics;
 
 /// The request head buffer's first size: enough for an `EventSource` request.
 pub const HEAD_START: usize = 1024;
@@ -81,6 +89,7 @@ pub(crate) async fn accept(
     app: Router,
     stop: CancellationToken,
     tracker: TaskTracker,
+    catch_up: CatchUpPriority,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -92,7 +101,13 @@ pub(crate) async fn accept(
                 if let Err(e) = socket.set_nodelay(true) {
                     tracing::debug!(error = %e, %remote, "could not set TCP_NODELAY");
                 }
-                tracker.spawn(connection(socket, remote, app.clone(), stop.clone()));
+                tracker.spawn(connection(
+                    socket,
+                    remote,
+                    app.clone(),
+                    stop.clone(),
+                    catch_up,
+                ));
             }
             // The peer gave up before we got to it; nothing to wait for.
             Err(e) if is_connection_error(&e) => {
@@ -137,6 +152,7 @@ async fn connection(
     remote: SocketAddr,
     app: Router,
     stop: CancellationToken,
+    catch_up: CatchUpPriority,
 ) {
     let head = Box::pin(tokio::time::timeout(
         HEAD_TIMEOUT,
@@ -156,7 +172,7 @@ async fn connection(
     let served = match route {
         Route::Lean(request) => {
             drop(stop);
-            match catch_up_runtime().filter(|_| catches_up(&request)) {
+            match catch_up_runtime(catch_up).filter(|_| catches_up(&request)) {
                 Some(runtime) => on_catch_up_runtime(runtime, socket, *request, app).await,
                 None => serve_lean(socket, *request, app).await,
             }
@@ -175,12 +191,16 @@ async fn serve_lean(
     request: Request<Body>,
     app: Router,
 ) -> Result<(), ConnError> {
-    let response = match Box::pin(app.oneshot(request)).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    };
+    let response = route(app, request).await;
     let (head, body) = response_head(response);
     lean(socket, head, body).await
+}
+
+async fn route(app: Router, request: Request<Body>) -> Response<Body> {
+    match Box::pin(app.oneshot(request)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 /// Whether an event stream starts behind the head: any start but `since=now`, or a
@@ -200,30 +220,88 @@ fn catches_up(request: &Request<Body>) -> bool {
 /// frames ready; on the main runtime a hundred of them filled every turn of its run
 /// queue, and a publish or a live delivery waited behind all of them (seconds, in S5).
 /// On threads of their own, the kernel shares the cores between them and the main
-/// runtime, which is mostly idle and so runs as soon as it is woken. `None` if the
-/// threads could not be started: everything then runs on the main runtime, as before.
-fn catch_up_runtime() -> Option<&'static tokio::runtime::Runtime> {
-    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
-        std::sync::OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(cores)
-                .thread_name("tributary-catch-up")
-                .enable_all()
-                .build()
-                .inspect_err(|e| {
-                    tracing::warn!(error = %e, "could not start the catch-up runtime; streams share the main one")
-                })
-                .ok()
-        })
-        .as_ref()
+/// runtime, which is mostly idle and so runs as soon as it is woken; with
+/// [`CatchUpPriority::Idle`] the kernel also lets the main runtime take the core back
+/// the moment it wakes, rather than at the end of the catch-up thread's slice. `None`
+/// if the threads could not be started: everything then runs on the main runtime, as
+/// before. One runtime per priority, made on first use and kept for the process.
+fn catch_up_runtime(priority: CatchUpPriority) -> Option<&'static tokio::runtime::Runtime> {
+    type Slot = std::sync::OnceLock<Option<tokio::runtime::Runtime>>;
+    static IDLE: Slot = Slot::new();
+    static NORMAL: Slot = Slot::new();
+    let slot = match priority {
+        CatchUpPriority::Idle => &IDLE,
+        CatchUpPriority::Normal => &NORMAL,
+    };
+    slot.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder
+            .worker_threads(cores)
+            .thread_name("tributary-catch-up")
+            .enable_all();
+        if priority == CatchUpPriority::Idle {
+            // Every thread the runtime starts, its blocking pool (the log's reads) too.
+            builder.on_thread_start(lower_this_thread);
+        }
+        builder
+            .build()
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "could not start the catch-up runtime; streams share the main one")
+            })
+            .ok()
+    })
+    .as_ref()
+}
+
+/// Puts the calling thread in `SCHED_IDLE`. Refused only where a sandbox forbids it;
+/// the stream is then served at normal priority, and the first refusal is logged.
+fn lower_this_thread() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if let Err(e) = set_idle_policy() {
+        WARNED.call_once(|| {
+            tracing::warn!(error = %e, "could not lower the catch-up threads' priority; they run at normal priority");
+        });
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn set_idle_policy() -> Result<(), String> {
+    use thread_priority::unix::{
+        NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+        thread_native_id,
+    };
+    // The nice value a normal-class policy is given alongside; SCHED_IDLE ignores it.
+    let nice = thread_priority::ThreadPriority::Min;
+    set_thread_priority_and_policy(
+        thread_native_id(),
+        nice,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    )
+    .map_err(|e| format!("{e:?}"))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_idle_policy() -> Result<(), String> {
+    Err("SCHED_IDLE is Linux's".to_owned())
+}
+
+/// Put on an event stream's response by its handler. `caught_up` is set once the
+/// stream has handed out its `caught-up` marker; a stream served on the catch-up
+/// runtime then moves back to the main one, so that a client that resumed (every
+/// reconnecting `EventSource`) gets its live events at the main runtime's priority.
+/// `metrics` counts the streams on the catch-up runtime meanwhile. (A moved stream's
+/// heartbeat timer stays on the catch-up runtime's clock; at worst a busy core makes a
+/// heartbeat a little late.)
+#[derive(Clone)]
+pub(crate) struct CatchUpHandoff {
+    pub caught_up: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Serves a lean request on `runtime`, and waits for it here so that a graceful
 /// shutdown, which waits for this task, waits for it too. The socket moves to the
-/// other runtime's reactor on the way.
+/// other runtime's reactor on the way, and back once the stream has caught up.
 async fn on_catch_up_runtime(
     runtime: &'static tokio::runtime::Runtime,
     socket: TcpStream,
@@ -233,15 +311,68 @@ async fn on_catch_up_runtime(
     let socket = socket.into_std().map_err(ConnError::Write)?;
     let served = runtime.spawn(async move {
         let socket = TcpStream::from_std(socket).map_err(ConnError::Write)?;
-        serve_lean(socket, request, app).await
+        catch_up(socket, request, app).await
     });
-    match served.await {
-        Ok(result) => result,
+    let handed_back = match served.await {
+        Ok(result) => result?,
         // Only a panic gets here (the runtime is never shut down): the connection is
         // gone either way.
         Err(e) => {
             tracing::error!(error = %e, "a catch-up stream's task failed");
-            Ok(())
+            return Ok(());
+        }
+    };
+    let Some((socket, mut frames, chunked)) = handed_back else {
+        return Ok(());
+    };
+    let mut socket = TcpStream::from_std(socket).map_err(ConnError::Write)?;
+    let written = write_frames(&mut socket, Vec::new(), &mut frames, chunked, None).await;
+    let _ = socket.shutdown().await;
+    written.map(|_| ())
+}
+
+/// A stream the catch-up runtime has sent up to its `caught-up` marker: the socket,
+/// out of this runtime's reactor, the rest of the body, and whether it is chunked.
+type HandedBack = (std::net::TcpStream, BodyDataStream, bool);
+
+/// Serves a lean request until its stream has caught up, and hands back the rest; a
+/// response without a [`CatchUpHandoff`] (an error, say) is written whole here.
+async fn catch_up(
+    socket: TcpStream,
+    request: Request<Body>,
+    app: Router,
+) -> Result<Option<HandedBack>, ConnError> {
+    let mut response = route(app, request).await;
+    let handoff = response.extensions_mut().remove::<CatchUpHandoff>();
+    let (head, body) = response_head(response);
+    let (handoff, body) = match (handoff, body) {
+        (Some(handoff), Some(body)) => (handoff, body),
+        (_, body) => return lean(socket, head, body).await.map(|()| None),
+    };
+    let _gauge = handoff.metrics.catching_up();
+    let mut socket = socket;
+    let chunked = body.size_hint().exact().is_none();
+    let mut frames = body.into_data_stream();
+    let written = write_frames(
+        &mut socket,
+        head,
+        &mut frames,
+        chunked,
+        Some(&handoff.caught_up),
+    )
+    .await;
+    match written {
+        Ok(Written::CaughtUp) => {
+            let socket = socket.into_std().map_err(ConnError::Write)?;
+            Ok(Some((socket, frames, chunked)))
+        }
+        Ok(Written::Ended) => {
+            let _ = socket.shutdown().await;
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = socket.shutdown().await;
+            Err(e)
         }
     }
 }
@@ -407,8 +538,7 @@ fn push_header(head: &mut Vec<u8>, name: &str, value: &[u8]) {
 }
 
 /// Writes `head` and then `body`: as it is when its size is known, else frame by frame
-/// as chunks, coalescing the frames that are ready at once. Between writes nothing is
-/// buffered; an idle stream waits on its next frame and on the client going away.
+/// as chunks (see [`write_frames`]).
 async fn write_body(
     socket: &mut TcpStream,
     head: Vec<u8>,
@@ -419,15 +549,39 @@ async fn write_body(
     };
     let chunked = body.size_hint().exact().is_none();
     let mut frames = body.into_data_stream();
-    let mut out = head;
+    write_frames(socket, head, &mut frames, chunked, None)
+        .await
+        .map(|_| ())
+}
+
+/// How [`write_frames`] stopped without an error.
+enum Written {
+    /// The body ended, or the client went away.
+    Ended,
+    /// The stream's `caught-up` marker is written; the rest is the caller's to write.
+    CaughtUp,
+}
+
+/// Writes `out` (a head, or nothing) and then the body's frames, coalescing the frames
+/// that are ready at once. Between writes nothing is buffered; an idle stream waits on
+/// its next frame and on the client going away. With `caught_up`, stops after the
+/// write that carried the frame that set it.
+async fn write_frames(
+    socket: &mut TcpStream,
+    mut out: Vec<u8>,
+    frames: &mut BodyDataStream,
+    chunked: bool,
+    caught_up: Option<&AtomicBool>,
+) -> Result<Written, ConnError> {
     loop {
         if out.is_empty() {
             let next = tokio::select! {
                 next = frames.next() => next,
-                () = client_gone(socket) => return Ok(()),
+                () = client_gone(socket) => return Ok(Written::Ended),
             };
             if !push_frame(&mut out, next, chunked)? {
-                return socket.write_all(&out).await.map_err(ConnError::Write);
+                socket.write_all(&out).await.map_err(ConnError::Write)?;
+                return Ok(Written::Ended);
             }
         }
         let mut ended = false;
@@ -442,7 +596,10 @@ async fn write_body(
         }
         socket.write_all(&out).await.map_err(ConnError::Write)?;
         if ended {
-            return Ok(());
+            return Ok(Written::Ended);
+        }
+        if caught_up.is_some_and(|flag| flag.load(Ordering::Acquire)) {
+            return Ok(Written::CaughtUp);
         }
         // Freed rather than kept: an idle stream holds no buffer.
         out = Vec::new();
@@ -660,7 +817,13 @@ mod tests {
         let (head, body) = response_head(Response::new(Body::empty()));
         let lean = std::mem::size_of_val(&lean(first, head, body));
         let stop = CancellationToken::new();
-        let conn = std::mem::size_of_val(&connection(second, remote, Router::new(), stop));
+        let conn = std::mem::size_of_val(&connection(
+            second,
+            remote,
+            Router::new(),
+            stop,
+            CatchUpPriority::Idle,
+        ));
         println!("task future {conn} B, lean {lean} B, of which write_body {write} B");
         assert!(conn <= 1024 && lean <= 1024, "{conn} {lean}");
     }

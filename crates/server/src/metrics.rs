@@ -26,6 +26,7 @@ pub struct Metrics {
     append_latency: Histogram,
     append_batch_size: Histogram,
     live_connections: AtomicI64,
+    catching_up: AtomicI64,
     deliveries: AtomicU64,
     bytes_out: AtomicU64,
     http_requests: Box<[AtomicU64]>,
@@ -51,6 +52,7 @@ impl Default for Metrics {
             append_latency: Histogram::new(LATENCY_BUCKETS),
             append_batch_size: Histogram::new(BATCH_BUCKETS),
             live_connections: AtomicI64::new(0),
+            catching_up: AtomicI64::new(0),
             deliveries: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             http_requests: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
@@ -74,6 +76,12 @@ impl Metrics {
     pub fn live_connection(self: &Arc<Self>) -> LiveConnection {
         self.live_connections.fetch_add(1, Relaxed);
         LiveConnection(Arc::clone(self))
+    }
+
+    /// Counts a stream served on the catch-up threads until the returned guard drops.
+    pub fn catching_up(self: &Arc<Self>) -> CatchingUp {
+        self.catching_up.fetch_add(1, Relaxed);
+        CatchingUp(Arc::clone(self))
     }
 
     pub fn record_sent(&self, events: u64, bytes: usize) {
@@ -131,6 +139,12 @@ impl Metrics {
             "tributary_live_connections",
             "Open SSE streams.",
             self.live_connections.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "tributary_catching_up_streams",
+            "SSE streams sending history on the catch-up threads; each moves back once caught up.",
+            self.catching_up.load(Relaxed),
         );
         counter(
             &mut out,
@@ -218,6 +232,15 @@ pub struct LiveConnection(Arc<Metrics>);
 impl Drop for LiveConnection {
     fn drop(&mut self) {
         self.0.live_connections.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Decrements the catching-up gauge when the stream leaves the catch-up threads.
+pub struct CatchingUp(Arc<Metrics>);
+
+impl Drop for CatchingUp {
+    fn drop(&mut self) {
+        self.0.catching_up.fetch_sub(1, Relaxed);
     }
 }
 

@@ -37,6 +37,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let timeout = config.shutdown_timeout;
+    let catch_up = config.catch_up_priority;
     let groups = Groups::open(Arc::clone(&log), group_store, GroupsOptions::default())
         .await
         .map_err(ServerError::Groups)?;
@@ -54,7 +55,7 @@ pub async fn serve(
     };
     // Each connection's task, lean or hyper, so that step 3 can wait for them.
     let tracker = TaskTracker::new();
-    let accepting = listen::accept(listener, app, draining.clone(), tracker.clone());
+    let accepting = listen::accept(listener, app, draining.clone(), tracker.clone(), catch_up);
     // Accepting stops once the signal has marked the server draining.
     tokio::join!(signal, accepting);
     tracker.close();

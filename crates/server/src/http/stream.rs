@@ -18,8 +18,10 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -36,6 +38,7 @@ use crate::app::AppState;
 use crate::connections::{OpenStream, StreamKind, StreamSettings};
 use crate::error::ApiError;
 use crate::extract::Query;
+use crate::listen::CatchUpHandoff;
 use crate::metrics::Metrics;
 
 const RETRY: &[u8] = b"retry: 1000\n\n";
@@ -117,8 +120,15 @@ pub(crate) fn respond(
     };
     let events = EventStream::new(Arc::clone(state.tail()), options);
     let ended = open.cancelled();
-    let frames =
-        frames(events, until, snapshot_only, Arc::new(open)).take_until(ended.cancelled_owned());
+    let caught_up = Arc::new(AtomicBool::new(false));
+    let frames = frames(
+        events,
+        until,
+        snapshot_only,
+        Arc::new(open),
+        Arc::clone(&caught_up),
+    )
+    .take_until(ended.cancelled_owned());
     let body = sse_body(frames, settings.heartbeat, Arc::clone(state.metrics()));
     let headers = [
         (CONTENT_TYPE, "text/event-stream"),
@@ -129,7 +139,11 @@ pub(crate) fn respond(
             "no",
         ),
     ];
-    (headers, Body::from_stream(body)).into_response()
+    let handoff = CatchUpHandoff {
+        caught_up,
+        metrics: Arc::clone(state.metrics()),
+    };
+    (headers, Extension(handoff), Body::from_stream(body)).into_response()
 }
 
 /// The position an EventSource resumes after. Browsers send none (rather than an empty
@@ -176,6 +190,8 @@ struct Frames {
     /// Its place in the connection list; counts what is sent, and frees the place when
     /// the body is dropped.
     open: Arc<OpenStream>,
+    /// Set as the `caught-up` marker is handed out (see [`CatchUpHandoff`]).
+    caught_up_flag: Arc<AtomicBool>,
 }
 
 /// The event frames and markers. `unfold` keeps a pending `next()` in its own state,
@@ -185,6 +201,7 @@ fn frames(
     until: Option<Position>,
     snapshot_only: bool,
     open: Arc<OpenStream>,
+    caught_up_flag: Arc<AtomicBool>,
 ) -> impl Stream<Item = Chunk> + Send + 'static {
     let state = Frames {
         events,
@@ -192,6 +209,7 @@ fn frames(
         until,
         snapshot_only,
         open,
+        caught_up_flag,
     };
     stream::unfold(Some(state), |state| async move {
         let mut st = state?;
@@ -202,6 +220,7 @@ fn frames(
             }
             Some(Ok(StreamItem::CaughtUp { position })) => {
                 st.caught_up = true;
+                st.caught_up_flag.store(true, Ordering::Release);
                 Some(((marker("caught-up", position), 0), Some(st)))
             }
             Some(Ok(StreamItem::Truncated {
