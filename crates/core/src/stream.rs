@@ -157,6 +157,13 @@ impl EventStream {
         Ok(marker)
     }
 
+    /// The next event if it has been read already: what [`next`](Self::next) would hand
+    /// out at once, without a read of the log or a wait. Markers are never ready this
+    /// way; they come from `next`. Lets a caller gather a page into one write.
+    pub fn next_ready(&mut self) -> Option<Arc<Encoded>> {
+        self.buffer.pop_front()
+    }
+
     /// The next event or marker; `None` when the stream has ended (until reached,
     /// snapshot done, tail closed, or after an error was returned).
     pub async fn next(&mut self) -> Option<Result<StreamItem, LogError>> {

@@ -84,7 +84,7 @@ async fn open_stream(server: &Server, query: &str) -> TcpStream {
     sock
 }
 
-/// Reads until `needle` has arrived; SSE frames are written one chunk each, so a frame's
+/// Reads until `needle` has arrived; a chunk holds whole SSE frames, so a frame's
 /// text is never split by chunk framing. Everything read is appended to `seen`.
 async fn read_until(sock: &mut TcpStream, seen: &mut Vec<u8>, needle: &str) {
     let deadline = Instant::now() + WAIT;

@@ -429,3 +429,47 @@ async fn an_oversized_head_gets_431() {
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer:?}");
     writer.abort();
 }
+
+#[tokio::test]
+async fn a_page_of_history_goes_out_in_few_chunks_of_whole_frames_in_order() {
+    let s = spawn(Config::default()).await;
+    // 40 events of about 2 KB: one page, more than one chunk's worth.
+    let events: Vec<Value> = (0..40)
+        .map(|i| json!({"topic": "x", "name": "n", "args": {"i": i, "pad": "p".repeat(2000)}}))
+        .collect();
+    let resp = http()
+        .post(format!("http://{}/api/v1/events", s.addr))
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+
+    let mut frames = open_stream(
+        &s,
+        "/api/v1/events/stream?topic=x&since=0&batch_size=100",
+        "",
+    )
+    .await;
+    assert_eq!(chunk(&mut frames.r).await.unwrap(), b"retry: 1000\n\n");
+    let mut ids = Vec::new();
+    let mut chunks = 0;
+    loop {
+        let data = String::from_utf8(chunk(&mut frames.r).await.unwrap()).unwrap();
+        assert!(
+            data.ends_with("\n\n"),
+            "a chunk ends a frame: {:?}",
+            &data[data.len() - 20..]
+        );
+        if data.starts_with("event: caught-up\n") {
+            break;
+        }
+        chunks += 1;
+        ids.extend(data.split_terminator("\n\n").map(id_of));
+    }
+    assert_eq!(ids, (1..=40).collect::<Vec<u64>>());
+    assert!(
+        (2..=4).contains(&chunks),
+        "40 events of 2 KB in {chunks} chunks"
+    );
+}
