@@ -86,6 +86,9 @@ struct Cli {
     /// S8 subscribers
     #[arg(long)]
     s8_subscribers: Option<usize>,
+    /// S8 events per second, all subscribers following the one publisher
+    #[arg(long)]
+    s8_rate: Option<f64>,
     /// S8 seconds of publishing (the kill comes halfway)
     #[arg(long)]
     s8_secs: Option<u64>,
@@ -269,6 +272,12 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(n) = cli.s8_subscribers {
         cfg.s8_subscribers = n;
     }
+    if let Some(r) = cli.s8_rate {
+        if !(r > 0.0 && r.is_finite()) {
+            bail!("--s8-rate must be a positive number of events per second, not {r}");
+        }
+        cfg.s8_rate = r;
+    }
     if let Some(s) = cli.s8_secs {
         cfg.s8_phase = Duration::from_secs(s);
     }
@@ -303,6 +312,9 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
         cfg.s5_catchup_readers = n;
     }
     if let Some(r) = cli.s5_rate {
+        if !(r > 0.0 && r.is_finite()) {
+            bail!("--s5-rate must be a positive number of events per second, not {r}");
+        }
         cfg.s5_rate = r;
     }
     if let Some(s) = cli.s5_secs {
