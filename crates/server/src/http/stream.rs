@@ -261,22 +261,27 @@ fn frames(
 /// through the body's stream layers, a chunk header and the counters, which made up a
 /// large share of a catch-up's CPU when paid per event.
 fn gather(first: Arc<Encoded>, events: &mut EventStream) -> Chunk {
-    let frame = first.sse_frame();
+    let first = first.sse_frame();
     let Some(second) = events.next_ready() else {
-        return (frame, 1);
+        return (first, 1);
     };
-    let mut out = BytesMut::with_capacity(GATHER_BYTES + frame.len());
-    out.extend_from_slice(&frame);
-    out.extend_from_slice(&second.sse_frame());
-    let mut count = 2;
-    while out.len() < GATHER_BYTES {
+    // Frames are shared `Bytes`: collected first, so that the chunk is allocated once at
+    // its size rather than at the bound for two small live events.
+    let mut frames = vec![first, second.sse_frame()];
+    let mut len: usize = frames.iter().map(Bytes::len).sum();
+    while len < GATHER_BYTES {
         let Some(entry) = events.next_ready() else {
             break;
         };
-        out.extend_from_slice(&entry.sse_frame());
-        count += 1;
+        let frame = entry.sse_frame();
+        len += frame.len();
+        frames.push(frame);
     }
-    (out.freeze(), count)
+    let mut out = BytesMut::with_capacity(len);
+    for frame in &frames {
+        out.extend_from_slice(frame);
+    }
+    (out.freeze(), frames.len() as u64)
 }
 
 fn heartbeats(every: Duration) -> impl Stream<Item = Chunk> + Send + 'static {
