@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::harness::{Server, http, publish};
+use super::harness::{Server, metric, publish};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// History large enough that a reader who stops reading leaves the server holding
@@ -42,23 +42,7 @@ fn is_catch_up(name: &str) -> bool {
     name.starts_with("tributary-catch")
 }
 
-async fn metric(url: &str, name: &str) -> i64 {
-    let text = http()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-        .parse()
-        .unwrap()
-}
-
-async fn wait_for_metric(url: &str, name: &str, want: i64) {
+async fn wait_for_metric(url: &str, name: &str, want: u64) {
     let deadline = Instant::now() + WAIT;
     loop {
         let got = metric(url, name).await;

@@ -207,6 +207,23 @@ pub fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// The value of one unlabelled metric in `GET /metrics`.
+pub async fn metric(url: &str, name: &str) -> u64 {
+    let text = http()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 /// POST /api/v1/events; returns status and JSON body.
 pub async fn publish(url: &str, body: &Value) -> (u16, Value) {
     let resp = http()

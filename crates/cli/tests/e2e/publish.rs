@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::harness::{Server, SseReader, all_events, event_body, get_json, publish};
+use super::harness::{Server, SseReader, all_events, event_body, get_json, metric, publish};
 
 #[tokio::test]
 async fn a_published_event_reaches_an_open_sse_stream() {
@@ -217,27 +217,19 @@ async fn metrics_count_appends_and_group_commits() {
     for p in publishers {
         p.await.unwrap();
     }
-    let text = super::harness::http()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} in {text}"))
-            .parse()
-            .unwrap()
-    };
-    assert_eq!(value("tributary_appended_events_total"), 32);
-    assert_eq!(value("tributary_append_requests_total"), 32);
-    assert_eq!(value("tributary_log_committed_events_total"), 32);
-    let commits = value("tributary_log_commits_total");
+    let url = &server.url;
+    assert_eq!(metric(url, "tributary_appended_events_total").await, 32);
+    assert_eq!(metric(url, "tributary_append_requests_total").await, 32);
+    assert_eq!(
+        metric(url, "tributary_log_committed_events_total").await,
+        32
+    );
+    let commits = metric(url, "tributary_log_commits_total").await;
     assert!((1..=32).contains(&commits), "{commits} commits");
-    assert_eq!(value("tributary_log_head"), 32);
-    assert!(text.contains("tributary_append_latency_seconds_count 32\n"));
+    assert_eq!(metric(url, "tributary_log_head").await, 32);
+    assert_eq!(
+        metric(url, "tributary_append_latency_seconds_count").await,
+        32
+    );
     eprintln!("metrics: 32 concurrent publishes took {commits} commits");
 }
