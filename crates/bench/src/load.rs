@@ -339,7 +339,12 @@ pub async fn drive(
             out.behind = left.ceil() as u64 * per_request as u64;
             break;
         }
-        tokio::time::sleep_until(intended.into()).await;
+        // A closed loop sends at once: tokio's timer rounds a deadline up to its next
+        // millisecond, so sleeping until "now" added up to a millisecond to every
+        // request and made the closed-loop rates those of the timer.
+        if schedule.interval.is_some() || Instant::now() < schedule.start {
+            tokio::time::sleep_until(intended.into()).await;
+        }
         sink.send(publisher, seq, per_request, clock.us(intended), pad)
             .await?;
         let now = Instant::now();
