@@ -338,7 +338,7 @@ type HandedBack = (std::net::TcpStream, BodyDataStream, bool);
 /// Serves a lean request until its stream has caught up, and hands back the rest; a
 /// response without a [`CatchUpHandoff`] (an error, say) is written whole here.
 async fn catch_up(
-    socket: TcpStream,
+    mut socket: TcpStream,
     request: Request<Body>,
     app: Router,
 ) -> Result<Option<HandedBack>, ConnError> {
@@ -350,7 +350,6 @@ async fn catch_up(
         (_, body) => return lean(socket, head, body).await.map(|()| None),
     };
     let _gauge = handoff.metrics.catching_up();
-    let mut socket = socket;
     let chunked = body.size_hint().exact().is_none();
     let mut frames = body.into_data_stream();
     let written = write_frames(
@@ -361,20 +360,13 @@ async fn catch_up(
         Some(&handoff.caught_up),
     )
     .await;
-    match written {
-        Ok(Written::CaughtUp) => {
-            let socket = socket.into_std().map_err(ConnError::Write)?;
-            Ok(Some((socket, frames, chunked)))
-        }
-        Ok(Written::Ended) => {
-            let _ = socket.shutdown().await;
-            Ok(None)
-        }
-        Err(e) => {
-            let _ = socket.shutdown().await;
-            Err(e)
-        }
+    if let Ok(Written::CaughtUp) = written {
+        let socket = socket.into_std().map_err(ConnError::Write)?;
+        return Ok(Some((socket, frames, chunked)));
     }
+    // Ended or failed: closed here, as `lean` closes.
+    let _ = socket.shutdown().await;
+    written.map(|_| None)
 }
 
 /// Reads the request head and decides where it goes. No buffer is allocated until the

@@ -187,14 +187,15 @@ fn sse_body(
 
 struct Frames {
     events: EventStream,
-    caught_up: bool,
     until: Option<Position>,
     snapshot_only: bool,
     /// Its place in the connection list; counts what is sent, and frees the place when
     /// the body is dropped.
     open: Arc<OpenStream>,
-    /// Set as the `caught-up` marker is handed out (see [`CatchUpHandoff`]).
-    caught_up_flag: Arc<AtomicBool>,
+    /// Set as the `caught-up` marker is handed out; read here to end a snapshot, and
+    /// by the connection to move the stream off the catch-up runtime
+    /// ([`CatchUpHandoff`]).
+    caught_up: Arc<AtomicBool>,
 }
 
 /// The event frames and markers. `unfold` keeps a pending `next()` in its own state,
@@ -204,15 +205,14 @@ fn frames(
     until: Option<Position>,
     snapshot_only: bool,
     open: Arc<OpenStream>,
-    caught_up_flag: Arc<AtomicBool>,
+    caught_up: Arc<AtomicBool>,
 ) -> impl Stream<Item = Chunk> + Send + 'static {
     let state = Frames {
         events,
-        caught_up: false,
         until,
         snapshot_only,
         open,
-        caught_up_flag,
+        caught_up,
     };
     stream::unfold(Some(state), |state| async move {
         let mut st = state?;
@@ -223,8 +223,7 @@ fn frames(
                 Some((chunk, Some(st)))
             }
             Some(Ok(StreamItem::CaughtUp { position })) => {
-                st.caught_up = true;
-                st.caught_up_flag.store(true, Ordering::Release);
+                st.caught_up.store(true, Ordering::Release);
                 Some(((marker("caught-up", position), 0), Some(st)))
             }
             Some(Ok(StreamItem::Truncated {
@@ -247,8 +246,8 @@ fn frames(
                 let cursor = st.events.cursor();
                 // Checked on what was delivered rather than on why the stream stopped,
                 // so that a shutdown racing the last event still ends truthfully.
-                let finished =
-                    st.until.is_some_and(|u| cursor >= u) || (st.snapshot_only && st.caught_up);
+                let finished = st.until.is_some_and(|u| cursor >= u)
+                    || (st.snapshot_only && st.caught_up.load(Ordering::Acquire));
                 finished.then(|| ((marker("end", cursor), 0), None))
             }
         }
