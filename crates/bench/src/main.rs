@@ -273,10 +273,7 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
         cfg.s8_subscribers = n;
     }
     if let Some(r) = cli.s8_rate {
-        if !(r > 0.0 && r.is_finite()) {
-            bail!("--s8-rate must be a positive number of events per second, not {r}");
-        }
-        cfg.s8_rate = r;
+        cfg.s8_rate = positive_rate("--s8-rate", r)?;
     }
     if let Some(s) = cli.s8_secs {
         cfg.s8_phase = Duration::from_secs(s);
@@ -312,15 +309,21 @@ fn config(cli: &Cli) -> anyhow::Result<Config> {
         cfg.s5_catchup_readers = n;
     }
     if let Some(r) = cli.s5_rate {
-        if !(r > 0.0 && r.is_finite()) {
-            bail!("--s5-rate must be a positive number of events per second, not {r}");
-        }
-        cfg.s5_rate = r;
+        cfg.s5_rate = positive_rate("--s5-rate", r)?;
     }
     if let Some(s) = cli.s5_secs {
         cfg.s5_phase = Duration::from_secs(s);
     }
     Ok(cfg)
+}
+
+/// A rate flag's value, refused unless it is a positive number of events per second
+/// (a schedule's interval is its inverse).
+fn positive_rate(flag: &str, r: f64) -> anyhow::Result<f64> {
+    if !(r > 0.0 && r.is_finite()) {
+        bail!("{flag} must be a positive number of events per second, not {r}");
+    }
+    Ok(r)
 }
 
 async fn run(cli: &Cli, cfg: Config) -> anyhow::Result<bool> {
